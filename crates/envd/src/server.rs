@@ -1,0 +1,14 @@
+//! Assembles the HTTP routes and the Connect services into one axum app.
+
+use crate::state::Envd;
+use axum::Router;
+#[allow(unused_imports)]
+use std::sync::Arc;
+
+pub fn app(envd: Envd) -> Router {
+    let connect = connectrpc::Router::new()
+        // .add_service(Arc::new(crate::process::ProcessService::new(envd.clone())))
+        // .add_service(Arc::new(crate::filesystem::FilesystemService::new(envd.clone())))
+        ;
+    crate::http::router(envd).fallback_service(connect.into_axum_service())
+}
