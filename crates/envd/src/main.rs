@@ -30,7 +30,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(port = args.port, "envd listening");
+    let local = listener.local_addr()?;
+    // Machine-readable line: tests and the host agent start envd with `--port 0`.
+    println!("envd listening on {local}");
+    tracing::info!(%local, "envd listening");
     axum::serve(listener, envd::server::app(state)).await?;
     Ok(())
 }
