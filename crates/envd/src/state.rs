@@ -31,6 +31,8 @@ impl Default for Defaults {
 #[derive(Clone, Default)]
 pub struct Envd {
     pub defaults: Arc<RwLock<Defaults>>,
+    /// Snapshot quiesce/resume, tracked connections, port forwarding, CPU gauge.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
 }
 
 impl Envd {
