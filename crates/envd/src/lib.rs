@@ -2,12 +2,17 @@
 //! (Connect services `process.Process` and `filesystem.Filesystem` plus a small
 //! HTTP API) on one port. See ARCHITECTURE.md for the module map.
 
+pub mod auth;
+pub mod conntrack;
 pub mod filesystem;
 pub mod http;
+pub mod lifecycle;
 pub mod paths;
+pub mod ports;
 pub mod process;
 pub mod server;
 pub mod state;
+pub mod sysstat;
 pub mod users;
 
 /// Reported by `GET /health`. E2B clients gate features on envd ≥ 0.6.4 (RPC

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 pub fn app(envd: Envd) -> Router {
     let connect = connectrpc::Router::new()
-        // .add_service(Arc::new(crate::process::ProcessService::new(envd.clone())))
-        // .add_service(Arc::new(crate::filesystem::FilesystemService::new(envd.clone())))
-        ;
-    crate::http::router(envd).fallback_service(connect.into_axum_service())
+        .add_service(Arc::new(crate::process::ProcessService::new(envd.clone())))
+        .add_service(Arc::new(crate::filesystem::FilesystemService::new(
+            envd.clone(),
+        )));
+    let app = crate::http::router(envd.clone()).fallback_service(connect.into_axum_service());
+    crate::http::wrap(app, &envd)
 }

@@ -24,7 +24,9 @@ impl EnvdProcess {
             .expect("spawn envd");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
         let port = line
             .trim()
             .rsplit(':')
