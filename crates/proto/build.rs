@@ -6,7 +6,10 @@ fn main() {
     // SAFETY: build scripts are single-threaded; connectrpc-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     connectrpc_build::Config::new()
-        .files(&["proto/process/process.proto", "proto/filesystem/filesystem.proto"])
+        .files(&[
+            "proto/process/process.proto",
+            "proto/filesystem/filesystem.proto",
+        ])
         .includes(&["proto/"])
         .include_file("_connectrpc.rs")
         .compile()

@@ -13,7 +13,11 @@ pub enum PathError {
     Nul,
 }
 
-pub fn resolve(path: &str, home: &Path, default_workdir: Option<&str>) -> Result<PathBuf, PathError> {
+pub fn resolve(
+    path: &str,
+    home: &Path,
+    default_workdir: Option<&str>,
+) -> Result<PathBuf, PathError> {
     if path.contains('\0') {
         return Err(PathError::Nul);
     }
