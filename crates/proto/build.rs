@@ -9,6 +9,7 @@ fn main() {
         .files(&[
             "proto/process/process.proto",
             "proto/filesystem/filesystem.proto",
+            "proto/hostagent/v1/hostagent.proto",
         ])
         .includes(&["proto/"])
         .include_file("_connectrpc.rs")
