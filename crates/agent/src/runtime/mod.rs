@@ -1,0 +1,122 @@
+//! The isolation runtime behind a capsule.
+//!
+//! A runtime turns a template root filesystem, limits and a prepared network namespace into a
+//! running sandbox whose init is envd. gVisor (`runsc`) implements it today; a Firecracker runtime
+//! will implement the same trait (rootfs → CoW block device, netns → TAP inside it).
+//!
+//! The trait uses `impl Future` returns rather than `dyn`: the agent is generic over its runtime
+//! (one per host, chosen at startup), which keeps the futures `Send` without boxing.
+
+pub mod gvisor;
+
+use crate::command::CommandError;
+use crate::id::CapsuleId;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+/// Resource limits of one capsule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub vcpus: u32,
+    pub memory_mb: u64,
+}
+
+/// A host file made visible at a path inside the capsule (resolv.conf, hosts, hostname).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMount {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+}
+
+/// Everything a runtime needs to start one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub id: CapsuleId,
+    /// The template's root filesystem; the runtime must never write to it.
+    pub rootfs: PathBuf,
+    /// A directory owned by this capsule alone, for the runtime's bundle, logs and CoW layer.
+    pub state_dir: PathBuf,
+    /// Path of the network namespace prepared by [`crate::network`].
+    pub netns: PathBuf,
+    pub limits: Limits,
+    /// The init process: argv (argv[0] is an absolute path inside the rootfs) and environment.
+    pub init_args: Vec<String>,
+    pub init_env: Vec<String>,
+    pub files: Vec<FileMount>,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxStatus {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub status: SandboxStatus,
+    /// Host pid of the sandbox process, when it has one.
+    pub pid: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "{runtime} {found} is too old: Wrenn needs {required} or newer (run scripts/install-runsc.sh)"
+    )]
+    UnsupportedVersion {
+        runtime: &'static str,
+        found: String,
+        required: String,
+    },
+    #[error("cannot determine the {runtime} version from {output:?}")]
+    UnknownVersion {
+        runtime: &'static str,
+        output: String,
+    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("sandbox {id} failed to start: {reason}")]
+    StartFailed { id: String, reason: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid sandbox spec: {0}")]
+    Spec(String),
+    #[error("unexpected runtime output: {0}")]
+    Parse(String),
+}
+
+pub trait Runtime: Send + Sync + 'static {
+    /// Short name for logs and errors ("gvisor").
+    fn name(&self) -> &'static str;
+
+    /// Creates and starts a sandbox; on error nothing of it is left running.
+    fn start(&self, spec: &SandboxSpec) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stops and removes a sandbox; succeeds when it does not exist.
+    fn destroy(&self, id: &CapsuleId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// The sandbox's state, or `None` when the runtime does not know it.
+    fn state(
+        &self,
+        id: &CapsuleId,
+    ) -> impl Future<Output = Result<Option<SandboxInfo>, RuntimeError>> + Send;
+
+    /// Where the sandbox's init (envd) writes its stdout/stderr, for error reports.
+    fn console_log(&self, state_dir: &Path) -> PathBuf;
+
+    /// Every sandbox this runtime instance manages.
+    fn list(&self) -> impl Future<Output = Result<Vec<SandboxInfo>, RuntimeError>> + Send;
+
+    /// Removes every sandbox (and runtime leftovers) after a crash; returns how many were removed.
+    fn reclaim(&self) -> impl Future<Output = Result<usize, RuntimeError>> + Send;
+}

@@ -1,0 +1,101 @@
+//! `wrenn`: the Wrenn command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use wrenn_agent::DataDir;
+use wrenn_agent::image::{self, BuildOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "wrenn", version, about = "Wrenn: sandboxes for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Capsule templates.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Build (or find cached) a base template. Only `minimal` exists today.
+    Build {
+        /// Template name.
+        name: String,
+        /// The agent's data directory.
+        #[arg(long, env = "WRENN_DATA_DIR", default_value = DataDir::DEFAULT)]
+        data_dir: PathBuf,
+        /// Statically linked envd to install; defaults to `envd` next to this binary.
+        #[arg(long, env = "WRENN_ENVD_BIN")]
+        envd_bin: Option<PathBuf>,
+        /// Debian mirror for debootstrap; defaults to the host's apt mirror.
+        #[arg(long)]
+        mirror: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "wrenn_agent=info,wrenn=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    name,
+                    data_dir,
+                    envd_bin,
+                    mirror,
+                },
+        } => {
+            let envd_bin = match envd_bin {
+                Some(path) => path,
+                None => envd_next_to_this_binary()?,
+            };
+            let report = image::build(BuildOptions {
+                data_dir: DataDir::new(data_dir),
+                name: name.clone(),
+                envd_bin,
+                mirror,
+                progress: true,
+            })
+            .await
+            .with_context(|| format!("building image {name}"))?;
+            println!(
+                "{name}: {} ({}, {:.1}s)",
+                report.rootfs.display(),
+                match (report.base_built, report.envd_installed) {
+                    (true, _) => "built",
+                    (false, true) => "envd updated",
+                    (false, false) => "cached",
+                },
+                report.elapsed.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn envd_next_to_this_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the wrenn binary")?;
+    let candidate = exe.with_file_name("envd");
+    anyhow::ensure!(
+        candidate.is_file(),
+        "no envd binary given: pass --envd-bin or set WRENN_ENVD_BIN (build one with \
+         RUSTFLAGS='-C target-feature=+crt-static' cargo build --release \
+         --target x86_64-unknown-linux-gnu -p envd), or install envd next to {}",
+        exe.display()
+    );
+    Ok(candidate)
+}
