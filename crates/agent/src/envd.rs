@@ -67,3 +67,64 @@ async fn probe(addr: SocketAddr) -> Result<(), String> {
         ))
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("envd {method} {path} at {addr}: {reason}")]
+pub struct EnvdCallError {
+    pub addr: SocketAddr,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub reason: String,
+}
+
+/// `POST path` with a JSON body over a fresh `Connection: close` HTTP/1.1 connection, for the
+/// lifecycle calls (`/snapshot/prepare`, `/init`). A fresh connection per call means the agent
+/// holds no idle envd connection across a checkpoint. Any 2xx is success.
+pub async fn post(
+    addr: SocketAddr,
+    path: &'static str,
+    json: &[u8],
+    timeout: Duration,
+) -> Result<(), EnvdCallError> {
+    let error = |reason: String| EnvdCallError {
+        addr,
+        method: "POST",
+        path,
+        reason,
+    };
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            json.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(json).await.map_err(|e| e.to_string())?;
+        // Read to EOF (the server closes): the reply is small, and the connection is then fully
+        // closed on our side too.
+        let mut reply = Vec::new();
+        stream
+            .read_to_end(&mut reply)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(reply)
+    };
+    let reply = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| error(format!("no reply within {timeout:?}")))?
+        .map_err(error)?;
+    let status_line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+    let status_line = String::from_utf8_lossy(status_line);
+    let code = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if code.starts_with('2') {
+        Ok(())
+    } else {
+        Err(error(format!(
+            "{status_line}: {}",
+            crate::command::truncate(&reply)
+        )))
+    }
+}

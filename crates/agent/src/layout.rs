@@ -3,6 +3,8 @@
 //! ```text
 //! DIR/images/<template>/rootfs      template root filesystem (never written by capsules)
 //! DIR/capsules/<capsule id>/        everything one capsule owns: bundle, logs, CoW layer, etc files
+//! DIR/snapshots/<capsule id>/image/ a paused capsule's checkpoint image
+//! DIR/images/<name>/image/          a snapshot template's checkpoint (+ template.json, rootfs)
 //! DIR/runsc/                        runsc's --root (container state)
 //! ```
 
@@ -55,6 +57,15 @@ impl DataDir {
 
     pub fn capsule(&self, id: &CapsuleId) -> PathBuf {
         self.capsules().join(id.as_str())
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// A paused capsule's checkpoint (everything needed to resume it besides its state.json).
+    pub fn snapshot(&self, id: &CapsuleId) -> PathBuf {
+        self.snapshots().join(id.as_str())
     }
 
     pub fn runsc_root(&self) -> PathBuf {

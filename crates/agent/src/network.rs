@@ -89,6 +89,11 @@ impl SlotAllocator {
         Some(candidate)
     }
 
+    /// Takes one particular slot if it is free (a resumed capsule asking for its old slot).
+    pub fn claim(&mut self, slot: u32) -> bool {
+        (1..=self.max).contains(&slot) && self.used.insert(slot)
+    }
+
     /// Records a slot taken elsewhere (found on the host, or owned by another process).
     pub fn mark_used(&mut self, slot: u32) {
         if (1..=self.max).contains(&slot) {
@@ -206,6 +211,33 @@ impl Network {
         Ok(network)
     }
 
+    /// Like [`Network::setup`], but takes `preferred` when it is free, so a resumed capsule keeps
+    /// its address when it can; otherwise any free slot (the capsule's IP then changes).
+    pub async fn setup_preferring(
+        &self,
+        internet: bool,
+        preferred: u32,
+    ) -> Result<CapsuleNetwork, NetworkError> {
+        if !self.lock_slots().claim(preferred) {
+            return self.setup(internet).await;
+        }
+        let addressing = SlotAddressing::new(preferred);
+        if let Err(e) = command::run("ip", ["netns", "add", &addressing.netns], None).await {
+            // Someone else's netns (or a leftover): leave the slot marked used, take another.
+            tracing::warn!(netns = %addressing.netns, error = %e, "preferred slot unavailable");
+            return self.setup(internet).await;
+        }
+        let network = CapsuleNetwork {
+            addressing,
+            internet,
+        };
+        if let Err(e) = configure(&network).await {
+            self.teardown(&network).await.ok();
+            return Err(e);
+        }
+        Ok(network)
+    }
+
     /// Removes everything of a capsule's network; safe to repeat.
     pub async fn teardown(&self, network: &CapsuleNetwork) -> Result<(), NetworkError> {
         let a = &network.addressing;
@@ -229,6 +261,70 @@ impl Network {
         )?;
         self.lock_slots().release(a.slot);
         Ok(())
+    }
+
+    /// Marks the slot of a capsule adopted after an agent restart as used.
+    pub fn adopt(&self, slot: u32) {
+        self.lock_slots().mark_used(slot);
+    }
+
+    /// Removes `wrenn-` netns, links and nft set elements whose slot is not in `owned` (a
+    /// restarted agent's cleanup: the capsules it re-adopted keep theirs). Returns what it removed.
+    pub async fn reclaim_orphans(
+        &self,
+        owned: &std::collections::HashSet<u32>,
+    ) -> Result<ReclaimReport, NetworkError> {
+        let mut report = ReclaimReport::default();
+        let mut orphans = std::collections::BTreeSet::new();
+        for link in list_links().await? {
+            match parse_slot(&link, VETH_PREFIX) {
+                Some(slot) if owned.contains(&slot) => {}
+                Some(slot) => {
+                    orphans.insert(slot);
+                    report.links += 1;
+                }
+                None if link.starts_with(NAME_PREFIX) => {
+                    ignore_missing(command::run("ip", ["link", "del", &link], None).await)?;
+                    report.links += 1;
+                }
+                None => {}
+            }
+        }
+        for name in list_netns()? {
+            match parse_slot(&name, NETNS_PREFIX) {
+                Some(slot) if owned.contains(&slot) => {}
+                Some(slot) => {
+                    orphans.insert(slot);
+                    report.netns += 1;
+                }
+                None if name.starts_with(NAME_PREFIX) => {
+                    ignore_missing(command::run("ip", ["netns", "del", &name], None).await)?;
+                    report.netns += 1;
+                }
+                None => {}
+            }
+        }
+        if let Ok(set) =
+            command::run("nft", ["list", "set", "inet", NFT_TABLE, "internet"], None).await
+        {
+            let text = String::from_utf8_lossy(&set);
+            for slot in parse_set_slots(&text) {
+                if !owned.contains(&slot) {
+                    orphans.insert(slot);
+                }
+            }
+        }
+        for slot in orphans {
+            let network = CapsuleNetwork {
+                addressing: SlotAddressing::new(slot),
+                internet: true,
+            };
+            self.teardown(&network).await?;
+        }
+        if report != ReclaimReport::default() {
+            tracing::info!(?report, "reclaimed network state no capsule owns");
+        }
+        Ok(report)
     }
 
     /// Slots currently held by this process.
@@ -420,6 +516,17 @@ fn parse_link_names(output: &str) -> Vec<String> {
         .collect()
 }
 
+/// Slots of the `wrenn-veth-<n>` names in `nft list set` output.
+fn parse_set_slots(text: &str) -> Vec<u32> {
+    text.split(VETH_PREFIX)
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 fn parse_slot(name: &str, prefix: &str) -> Option<u32> {
     name.strip_prefix(prefix)?.parse().ok()
 }
@@ -480,6 +587,18 @@ mod tests {
     }
 
     #[test]
+    fn allocator_claims_a_particular_free_slot() {
+        let mut slots = SlotAllocator::new(3).unwrap();
+        assert!(slots.claim(2));
+        assert!(!slots.claim(2));
+        assert!(!slots.claim(0) && !slots.claim(4));
+        assert_eq!(slots.allocate(), Some(1));
+        assert_eq!(slots.allocate(), Some(3));
+        slots.release(2);
+        assert!(slots.claim(2));
+    }
+
+    #[test]
     fn allocator_does_not_reuse_a_released_slot_at_once() {
         let mut slots = SlotAllocator::new(5).unwrap();
         assert_eq!(slots.allocate(), Some(1));
@@ -530,6 +649,13 @@ mod tests {
         assert_eq!(parse_slot("wrenn-ns-42", NETNS_PREFIX), Some(42));
         assert_eq!(parse_slot("wrenn-ns-x", NETNS_PREFIX), None);
         assert_eq!(parse_slot("other", NETNS_PREFIX), None);
+    }
+
+    #[test]
+    fn parses_internet_set_elements() {
+        let out = "table inet wrenn {\n\tset internet {\n\t\ttype ifname\n\t\telements = { \"wrenn-veth-3\",\n\t\t\t     \"wrenn-veth-17\" }\n\t}\n}\n";
+        assert_eq!(parse_set_slots(out), [3, 17]);
+        assert!(parse_set_slots("table inet wrenn { set internet { type ifname } }").is_empty());
     }
 
     #[test]

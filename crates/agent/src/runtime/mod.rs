@@ -4,6 +4,14 @@
 //! running sandbox whose init is envd. gVisor (`runsc`) implements it today; a Firecracker runtime
 //! will implement the same trait (rootfs → CoW block device, netns → TAP inside it).
 //!
+//! Pause/resume and snapshot templates are [`Runtime::checkpoint`] and [`Runtime::restore`]: a
+//! checkpoint writes *everything* the runtime needs to bring the sandbox back (memory, processes,
+//! the capsule's writable layer) into one opaque image directory, except the template rootfs it was
+//! started on; a restore starts a sandbox from that image with a fresh [`SandboxSpec`] (new
+//! netns, state dir, file mounts, possibly a new id). gVisor keeps its overlay upper layer inside
+//! the checkpoint image; Firecracker would write its snapshot file, memory file and the CoW disk
+//! into the image dir, and load them into a fresh VMM whose TAP lives in the spec's netns.
+//!
 //! The trait uses `impl Future` returns rather than `dyn`: the agent is generic over its runtime
 //! (one per host, chosen at startup), which keeps the futures `Send` without boxing.
 
@@ -89,6 +97,11 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The sandbox is gone after this (gVisor kills it on a failed checkpoint).
+    #[error("checkpoint of sandbox {id} failed (sandbox lost): {reason}")]
+    CheckpointFailed { id: String, reason: String },
+    #[error("restoring sandbox {id} failed: {reason}")]
+    RestoreFailed { id: String, reason: String },
     #[error("invalid sandbox spec: {0}")]
     Spec(String),
     #[error("unexpected runtime output: {0}")]
@@ -104,6 +117,28 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Stops and removes a sandbox; succeeds when it does not exist.
     fn destroy(&self, id: &CapsuleId) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Saves the sandbox's complete state into the (existing, empty) `image_dir` and stops it.
+    /// On success and on error alike nothing of the sandbox keeps running, but its record may
+    /// remain: call [`Runtime::destroy`] afterwards (it may run concurrently with the network
+    /// teardown). Callers must treat an error as the capsule's loss (gVisor kills a sandbox whose
+    /// checkpoint fails).
+    fn checkpoint(
+        &self,
+        id: &CapsuleId,
+        image_dir: &Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Starts `spec.id` from a checkpoint image written by [`Runtime::checkpoint`] (of this or
+    /// another sandbox: one image may be restored many times at once). `spec.rootfs` must be the
+    /// rootfs the checkpointed sandbox ran on; limits should match. The restored sandbox uses the
+    /// address already configured in `spec.netns`. The image is only read. On error nothing of
+    /// the new sandbox is left.
+    fn restore(
+        &self,
+        spec: &SandboxSpec,
+        image_dir: &Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// The sandbox's state, or `None` when the runtime does not know it.
     fn state(
