@@ -1,26 +1,34 @@
 //! Creating and destroying capsules: network slot → sandbox with envd as init → envd healthy.
 //!
 //! Every step that fails undoes the earlier ones, so a failed create leaves no netns, link,
-//! sandbox or directory behind. Each capsule's record (`capsule.json` in its directory) lets a
-//! restarted agent find its slot again.
+//! sandbox or directory behind. Each capsule's durable state (`state.json` in its directory,
+//! rewritten atomically on every transition) lets a restarted agent re-adopt it ([`Capsules::recover`]).
 
 use crate::envd::{self, ENVD_PATH, ENVD_PORT, HealthTimeout};
 use crate::id::CapsuleId;
 use crate::layout::{DataDir, InvalidTemplateName};
 use crate::network::{self, CapsuleNetwork, Network, NetworkError, SlotAddressing};
 use crate::runtime::{FileMount, Limits, Runtime, RuntimeError, SandboxSpec};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub const MAX_VCPUS: u32 = 64;
+// Bounds of one capsule. They are per-host sanity limits (a 2-8 core host runs many capsules),
+// not billing: vCPUs become a CPU quota, memory the OCI limit (exceeding it kills the sandbox).
+pub const MAX_VCPUS: u32 = 8;
 pub const MIN_MEMORY_MB: u64 = 128;
-pub const MAX_MEMORY_MB: u64 = 256 * 1024;
-const RECORD: &str = "capsule.json";
-const HOSTNAME: &str = "capsule";
-const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const MAX_MEMORY_MB: u64 = 16 * 1024;
+/// Disk size is recorded and reported; gVisor's overlay has no size cap to enforce it with yet.
+pub const MIN_DISK_MB: u64 = 512;
+pub const MAX_DISK_MB: u64 = 100 * 1024;
+pub const DEFAULT_VCPUS: u32 = 1;
+pub const DEFAULT_MEMORY_MB: u64 = 512;
+pub const DEFAULT_DISK_MB: u64 = 10 * 1024;
+const STATE: &str = "state.json";
+pub(crate) const HOSTNAME: &str = "capsule";
+pub(crate) const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CapsuleError {
@@ -59,6 +67,8 @@ pub enum CapsuleError {
     },
     #[error("capsule record {path}: {reason}")]
     Record { path: PathBuf, reason: String },
+    #[error("capsule {0} is paused")]
+    Paused(CapsuleId),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CapsuleError {
@@ -76,7 +86,15 @@ pub struct CapsuleRequest {
     pub template: String,
     pub vcpus: u32,
     pub memory_mb: u64,
+    pub disk_mb: u64,
     pub internet: bool,
+    /// Inactivity timeout before auto-pause; 0 disables it.
+    pub timeout_sec: u32,
+    pub default_user: Option<String>,
+    pub default_env: BTreeMap<String, String>,
+    /// Control-plane ids of the template, when it was chosen by id (reported back as given).
+    pub team_id: String,
+    pub template_id: String,
 }
 
 impl CapsuleRequest {
@@ -85,9 +103,15 @@ impl CapsuleRequest {
         Self {
             id,
             template: template.into(),
-            vcpus: 1,
-            memory_mb: 512,
+            vcpus: DEFAULT_VCPUS,
+            memory_mb: DEFAULT_MEMORY_MB,
+            disk_mb: DEFAULT_DISK_MB,
             internet: true,
+            timeout_sec: 0,
+            default_user: None,
+            default_env: BTreeMap::new(),
+            team_id: String::new(),
+            template_id: String::new(),
         }
     }
 
@@ -104,11 +128,17 @@ impl CapsuleRequest {
                 self.memory_mb
             )));
         }
+        if !(MIN_DISK_MB..=MAX_DISK_MB).contains(&self.disk_mb) {
+            return Err(CapsuleError::InvalidRequest(format!(
+                "disk_size_mb must be {MIN_DISK_MB}..={MAX_DISK_MB}, got {}",
+                self.disk_mb
+            )));
+        }
         Ok(())
     }
 }
 
-/// A running capsule.
+/// A capsule the agent owns (running, or paused with its state on disk).
 #[derive(Debug, Clone)]
 pub struct Capsule {
     pub id: CapsuleId,
@@ -116,8 +146,10 @@ pub struct Capsule {
     pub limits: Limits,
     pub network: CapsuleNetwork,
     pub dir: PathBuf,
-    /// Time from the runtime start call until envd answered `/health`.
+    /// Time from the runtime start call until envd answered `/health` (zero when adopted).
     pub boot_time: Duration,
+    /// What `state.json` holds; change it through [`Capsules::update_state`] so it is persisted.
+    pub state: CapsuleState,
 }
 
 impl Capsule {
@@ -130,15 +162,63 @@ impl Capsule {
     }
 }
 
-/// What survives an agent restart about a capsule.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct CapsuleRecord {
-    id: String,
-    template: String,
-    vcpus: u32,
-    memory_mb: u64,
-    slot: u32,
-    internet: bool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapsuleStatus {
+    Running,
+    Paused,
+}
+
+impl CapsuleStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+/// `capsules/<id>/state.json`: what survives an agent restart about a capsule. Pause/resume
+/// code coordinates through `status` (and the checkpoint in `snapshots/<id>/`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapsuleState {
+    pub id: String,
+    pub template: String,
+    #[serde(default)]
+    pub team_id: String,
+    #[serde(default)]
+    pub template_id: String,
+    pub slot: u32,
+    pub internet: bool,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub timeout_sec: u32,
+    #[serde(default)]
+    pub default_user: Option<String>,
+    #[serde(default)]
+    pub default_env: BTreeMap<String, String>,
+    pub status: CapsuleStatus,
+    pub created_at_unix: i64,
+    pub last_active_at_unix: i64,
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What [`Capsules::recover`] found after a restart.
+#[derive(Debug, Default)]
+pub struct RecoverReport {
+    pub adopted: Vec<CapsuleId>,
+    pub paused: Vec<CapsuleId>,
+    /// Capsules whose sandbox was gone (or state unreadable): cleaned up.
+    pub cleaned: Vec<String>,
+    /// Sandboxes and network state no known capsule owned.
+    pub orphan_sandboxes: usize,
+    pub orphan_network: network::ReclaimReport,
 }
 
 pub struct Capsules<R: Runtime> {
@@ -181,7 +261,51 @@ impl<R: Runtime> Capsules<R> {
         self.lock_live().get(id).cloned()
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<CapsuleId, Capsule>> {
+    /// Every capsule in the registry (running and paused), sorted by id.
+    pub fn list(&self) -> Vec<Capsule> {
+        let mut all: Vec<_> = self.lock_live().values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// A running capsule, or why not (unknown → NotFound, paused → Paused).
+    pub fn running(&self, id: &CapsuleId) -> Result<Capsule, CapsuleError> {
+        match self.get(id) {
+            Some(c) if c.state.status == CapsuleStatus::Running => Ok(c),
+            Some(_) => Err(CapsuleError::Paused(id.clone())),
+            None => Err(CapsuleError::NotFound(id.clone())),
+        }
+    }
+
+    /// Changes a capsule's state and writes `state.json` atomically before returning.
+    pub fn update_state(
+        &self,
+        id: &CapsuleId,
+        change: impl FnOnce(&mut CapsuleState),
+    ) -> Result<CapsuleState, CapsuleError> {
+        let mut live = self.lock_live();
+        let capsule = live
+            .get_mut(id)
+            .ok_or_else(|| CapsuleError::NotFound(id.clone()))?;
+        let mut state = capsule.state.clone();
+        change(&mut state);
+        if state != capsule.state {
+            write_state(&capsule.dir, &state)?;
+            capsule.state = state.clone();
+        }
+        Ok(state)
+    }
+
+    /// Records activity (exec, PTY, process ops, ping) for the inactivity timer.
+    pub fn touch(&self, id: &CapsuleId) -> Result<(), CapsuleError> {
+        let now = unix_now();
+        self.update_state(id, |s| {
+            s.last_active_at_unix = s.last_active_at_unix.max(now)
+        })
+        .map(|_| ())
+    }
+
+    pub(crate) fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<CapsuleId, Capsule>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -254,15 +378,27 @@ impl<R: Runtime> Capsules<R> {
             vcpus: request.vcpus,
             memory_mb: request.memory_mb,
         };
-        let record = CapsuleRecord {
+        let now = unix_now();
+        let state = CapsuleState {
             id: request.id.to_string(),
             template: request.template.clone(),
-            vcpus: limits.vcpus,
-            memory_mb: limits.memory_mb,
+            team_id: request.team_id.clone(),
+            template_id: request.template_id.clone(),
             slot: network.slot(),
             internet: network.internet,
+            vcpus: limits.vcpus,
+            memory_mb: limits.memory_mb,
+            disk_mb: request.disk_mb,
+            timeout_sec: request.timeout_sec,
+            default_user: request.default_user.clone(),
+            default_env: request.default_env.clone(),
+            status: CapsuleStatus::Running,
+            created_at_unix: now,
+            last_active_at_unix: now,
         };
-        write_record(dir, &record)?;
+        // Written before the sandbox starts: a crash from here on leaves a state file naming the
+        // slot, so the next start can tear everything down.
+        write_state(dir, &state)?;
         let files = write_etc_files(dir, network)?;
         let spec = SandboxSpec {
             id: request.id.clone(),
@@ -303,6 +439,7 @@ impl<R: Runtime> Capsules<R> {
             network: network.clone(),
             dir: dir.to_owned(),
             boot_time: started.elapsed(),
+            state,
         })
     }
 
@@ -310,12 +447,18 @@ impl<R: Runtime> Capsules<R> {
     /// an earlier agent process too (their record is read from disk).
     pub async fn destroy(&self, id: &CapsuleId) -> Result<(), CapsuleError> {
         let dir = self.data_dir.capsule(id);
+        // A paused capsule holds no network: its recorded slot may belong to another capsule now.
         let network = match self.get(id) {
-            Some(capsule) => Some(capsule.network),
-            None if dir.is_dir() => read_record(&dir).ok().map(|r| CapsuleNetwork {
-                addressing: SlotAddressing::new(r.slot),
-                internet: r.internet,
-            }),
+            Some(capsule) => {
+                (capsule.state.status == CapsuleStatus::Running).then_some(capsule.network)
+            }
+            None if dir.is_dir() => read_state(&dir)
+                .ok()
+                .filter(|r| r.status == CapsuleStatus::Running)
+                .map(|r| CapsuleNetwork {
+                    addressing: SlotAddressing::new(r.slot),
+                    internet: r.internet,
+                }),
             None => return Err(CapsuleError::NotFound(id.clone())),
         };
         self.runtime.destroy(id).await?;
@@ -323,9 +466,162 @@ impl<R: Runtime> Capsules<R> {
             self.network.teardown(&network).await?;
         }
         remove_dir(&dir);
+        remove_dir(&self.data_dir.snapshot(id));
         self.lock_live().remove(id);
         tracing::info!(%id, "capsule destroyed");
         Ok(())
+    }
+}
+
+impl<R: Runtime> Capsules<R> {
+    /// After an agent restart (crash included): re-adopts every capsule whose `state.json` says
+    /// running and whose sandbox runs in its netns, keeps paused ones that have a checkpoint,
+    /// cleans up the rest, then removes sandboxes and `wrenn-` network state no capsule owns.
+    /// Call once, before serving, instead of [`reclaim`].
+    pub async fn recover(&self) -> Result<RecoverReport, CapsuleError> {
+        let mut report = RecoverReport::default();
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(self.data_dir.capsules()) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(CapsuleError::Io {
+                    action: "listing",
+                    path: self.data_dir.capsules(),
+                    source,
+                });
+            }
+        };
+        entries.sort();
+        for dir in entries {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let id = name.parse::<CapsuleId>().ok();
+            let state = read_state(&dir);
+            match (id, state) {
+                (Some(id), Ok(state)) if state.id == id.as_str() => {
+                    if self.recover_one(&id, &dir, state, &mut report).await? {
+                        continue;
+                    }
+                }
+                (id, state) => {
+                    tracing::warn!(dir = %dir.display(), state = ?state.err(), "capsule dir without usable state; removing");
+                    if let Some(id) = id {
+                        self.runtime.destroy(&id).await?;
+                    }
+                    remove_dir(&dir);
+                    report.cleaned.push(name);
+                }
+            }
+        }
+
+        let known: HashSet<String> = self.lock_live().keys().map(|id| id.to_string()).collect();
+        for sandbox in self.runtime.list().await? {
+            if known.contains(&sandbox.id) {
+                continue;
+            }
+            match sandbox.id.parse::<CapsuleId>() {
+                Ok(id) => self.runtime.destroy(&id).await?,
+                Err(_) => {
+                    tracing::warn!(id = %sandbox.id, "unknown sandbox id in runsc root; leaving it");
+                    continue;
+                }
+            }
+            tracing::info!(id = %sandbox.id, "removed sandbox no capsule owns");
+            report.orphan_sandboxes += 1;
+        }
+        let owned: HashSet<u32> = self
+            .lock_live()
+            .values()
+            // Paused capsules released their slot (see snapshot.rs).
+            .filter(|c| c.state.status == CapsuleStatus::Running)
+            .map(|c| c.network.slot())
+            .collect();
+        report.orphan_network = self.network.reclaim_orphans(&owned).await?;
+        tracing::info!(
+            adopted = report.adopted.len(),
+            paused = report.paused.len(),
+            cleaned = report.cleaned.len(),
+            orphan_sandboxes = report.orphan_sandboxes,
+            "recovered capsules from disk"
+        );
+        Ok(report)
+    }
+
+    /// Adopts or keeps one capsule (true), or cleans it up (false, after cleanup).
+    async fn recover_one(
+        &self,
+        id: &CapsuleId,
+        dir: &Path,
+        state: CapsuleState,
+        report: &mut RecoverReport,
+    ) -> Result<bool, CapsuleError> {
+        let network = CapsuleNetwork {
+            addressing: SlotAddressing::new(state.slot),
+            internet: state.internet,
+        };
+        let netns_exists = network.netns_path().exists();
+        let capsule = Capsule {
+            id: id.clone(),
+            template: state.template.clone(),
+            limits: Limits {
+                vcpus: state.vcpus,
+                memory_mb: state.memory_mb,
+            },
+            network: network.clone(),
+            dir: dir.to_owned(),
+            boot_time: Duration::ZERO,
+            state: state.clone(),
+        };
+        let keep = match state.status {
+            CapsuleStatus::Running => {
+                let sandbox = self.runtime.state(id).await?;
+                let running = sandbox
+                    .as_ref()
+                    .is_some_and(|s| s.status == crate::runtime::SandboxStatus::Running);
+                if running && netns_exists {
+                    let addr = envd::envd_addr(network.capsule_ip());
+                    if let Err(e) = envd::wait_healthy(addr, Duration::from_secs(2)).await {
+                        tracing::warn!(%id, error = %e, "adopted capsule's envd not answering yet");
+                    }
+                    report.adopted.push(id.clone());
+                    true
+                } else {
+                    tracing::warn!(%id, ?sandbox, netns_exists, "capsule's sandbox is gone; cleaning up");
+                    false
+                }
+            }
+            CapsuleStatus::Paused => {
+                let snapshot = self.data_dir.snapshot(id);
+                let has_checkpoint = std::fs::read_dir(&snapshot)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false);
+                if has_checkpoint {
+                    report.paused.push(id.clone());
+                    true
+                } else {
+                    tracing::warn!(%id, "paused capsule has no checkpoint; cleaning up");
+                    remove_dir(&snapshot);
+                    false
+                }
+            }
+        };
+        if keep {
+            if netns_exists {
+                self.network.adopt(state.slot);
+            }
+            self.lock_live().insert(id.clone(), capsule);
+            return Ok(true);
+        }
+        self.runtime.destroy(id).await?;
+        // A paused capsule released its slot; it may be another capsule's by now.
+        if state.status == CapsuleStatus::Running {
+            self.network.teardown(&network).await?;
+        }
+        remove_dir(dir);
+        report.cleaned.push(id.to_string());
+        Ok(false)
     }
 }
 
@@ -359,17 +655,28 @@ pub async fn reclaim<R: Runtime>(
     })
 }
 
-fn write_record(dir: &Path, record: &CapsuleRecord) -> Result<(), CapsuleError> {
-    let path = dir.join(RECORD);
-    let json = serde_json::to_vec_pretty(record).map_err(|e| CapsuleError::Record {
+/// Temp file + fsync + rename: after a crash `state.json` is either the old or the new state.
+pub fn write_state(dir: &Path, state: &CapsuleState) -> Result<(), CapsuleError> {
+    use std::io::Write;
+    let path = dir.join(STATE);
+    let tmp = dir.join(".state.json.tmp");
+    let json = serde_json::to_vec_pretty(state).map_err(|e| CapsuleError::Record {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    std::fs::write(&path, json).map_err(io_error("writing", &path))
+    let mut file = std::fs::File::create(&tmp).map_err(io_error("creating", &tmp))?;
+    file.write_all(&json).map_err(io_error("writing", &tmp))?;
+    file.sync_all().map_err(io_error("syncing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_error("renaming", &tmp))?;
+    // The rename itself is durable only once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
-fn read_record(dir: &Path) -> Result<CapsuleRecord, CapsuleError> {
-    let path = dir.join(RECORD);
+pub fn read_state(dir: &Path) -> Result<CapsuleState, CapsuleError> {
+    let path = dir.join(STATE);
     let bytes = std::fs::read(&path).map_err(io_error("reading", &path))?;
     serde_json::from_slice(&bytes).map_err(|e| CapsuleError::Record {
         path,
@@ -379,7 +686,10 @@ fn read_record(dir: &Path) -> Result<CapsuleRecord, CapsuleError> {
 
 /// Per-capsule `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname`, bind-mounted over the
 /// template's so the template stays shared and untouched.
-fn write_etc_files(dir: &Path, network: &CapsuleNetwork) -> Result<Vec<FileMount>, CapsuleError> {
+pub(crate) fn write_etc_files(
+    dir: &Path,
+    network: &CapsuleNetwork,
+) -> Result<Vec<FileMount>, CapsuleError> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc).map_err(io_error("creating", &etc))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -406,7 +716,7 @@ fn write_etc_files(dir: &Path, network: &CapsuleNetwork) -> Result<Vec<FileMount
     Ok(mounts)
 }
 
-fn remove_dir(dir: &Path) {
+pub(crate) fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -436,5 +746,48 @@ mod tests {
         assert!(r.validate().is_err());
         r.memory_mb = MAX_MEMORY_MB + 1;
         assert!(r.validate().is_err());
+        let mut r = CapsuleRequest::new(CapsuleId::from_u128(2), "minimal");
+        r.disk_mb = MIN_DISK_MB - 1;
+        assert!(r.validate().is_err());
+        r.disk_mb = MAX_DISK_MB + 1;
+        assert!(r.validate().is_err());
+        r.disk_mb = MAX_DISK_MB;
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn state_round_trips_atomically() {
+        let dir = std::env::temp_dir().join(format!("wrenn-state-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut state = CapsuleState {
+            id: CapsuleId::from_u128(3).to_string(),
+            template: "minimal".into(),
+            team_id: String::new(),
+            template_id: String::new(),
+            slot: 7,
+            internet: false,
+            vcpus: 2,
+            memory_mb: 1024,
+            disk_mb: 2048,
+            timeout_sec: 60,
+            default_user: Some("user".into()),
+            default_env: [("A".to_owned(), "b".to_owned())].into_iter().collect(),
+            status: CapsuleStatus::Running,
+            created_at_unix: 1,
+            last_active_at_unix: 2,
+        };
+        write_state(&dir, &state).unwrap();
+        state.status = CapsuleStatus::Paused;
+        write_state(&dir, &state).unwrap();
+        assert_eq!(read_state(&dir).unwrap(), state);
+        let json = std::fs::read_to_string(dir.join(STATE)).unwrap();
+        assert!(json.contains("\"status\": \"paused\""), "{json}");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, [STATE], "temp file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

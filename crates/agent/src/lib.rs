@@ -10,9 +10,14 @@ pub mod envd;
 pub mod id;
 pub mod image;
 pub mod layout;
+pub mod metrics;
 pub mod network;
+pub mod proxy;
 pub mod reaper;
 pub mod runtime;
+pub mod service;
+pub mod snapshot;
+pub mod ttl;
 
 pub use capsule::{Capsule, CapsuleError, CapsuleRequest, Capsules};
 pub use id::CapsuleId;

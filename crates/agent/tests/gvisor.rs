@@ -1,10 +1,8 @@
 //! Real capsules on gVisor: create → envd healthy → exec → networking policy → destroy with zero
 //! leftovers, plus failure paths and crash reclamation.
 //!
-//! Needs root, runsc and debootstrap (scripts/install-runsc.sh). As root a missing tool fails the
-//! tests; as another user they are skipped with a printed reason. The `minimal` image is built
-//! once into `<target>/tmp/wrenn-agent-data` and reused; envd comes from `WRENN_ENVD_BIN` or is
-//! built statically into `<target>/envd-static`.
+//! Needs root, runsc and debootstrap; the image fixture, the host-wide lock and the leftover
+//! checks live in `tests/common` (shared with the other capsule tests).
 //!
 //! The tests share host-wide state (the `wrenn` nft table, `wrenn-` names), so each holds a file
 //! lock for its whole run and starts by reclaiming what an earlier failed run may have left.
@@ -13,13 +11,11 @@
 use connectrpc::ErrorCode;
 use connectrpc::client::{ClientConfig, HttpClient};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 use wrenn_agent::capsule::{self, Capsule, CapsuleError, CapsuleRequest, Capsules};
 use wrenn_agent::envd;
-use wrenn_agent::image::{self, BuildOptions};
+use wrenn_agent::image;
 use wrenn_agent::network::Network;
 use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime};
 use wrenn_agent::runtime::{Runtime, RuntimeError};
@@ -28,111 +24,11 @@ use wrenn_proto::process::process_event::Event;
 use wrenn_proto::process::process_event::data_event::Output;
 use wrenn_proto::process::{ProcessClient, ProcessConfig, StartRequest};
 
+mod common;
+
+use common::{assert_no_leftovers, fixture, runsc_processes, serial};
+
 const MAX_SLOTS: u32 = 64;
-
-static FIXTURE: OnceCell<Option<DataDir>> = OnceCell::const_new();
-
-fn target_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is <target>/tmp.
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .to_owned()
-}
-
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The data dir with `minimal` built, or `None` when the tests must be skipped.
-async fn fixture() -> Option<DataDir> {
-    FIXTURE
-        .get_or_init(|| async {
-            let root = nix::unistd::geteuid().is_root();
-            let missing: Vec<_> = ["runsc", "debootstrap", "ip", "nft"]
-                .into_iter()
-                .filter(|p| !have(p))
-                .collect();
-            if !root {
-                eprintln!(
-                    "SKIP gvisor tests: not root (capsules need netns and runsc as root); missing tools: {missing:?}"
-                );
-                return None;
-            }
-            assert!(
-                missing.is_empty(),
-                "missing {missing:?}: run scripts/install-runsc.sh"
-            );
-            let data_dir = DataDir::new(target_dir().join("tmp/wrenn-agent-data"));
-            let report = image::build(BuildOptions {
-                data_dir: data_dir.clone(),
-                name: image::MINIMAL.into(),
-                envd_bin: envd_binary(),
-                mirror: None,
-                progress: false,
-            })
-            .await
-            .expect("building the minimal image");
-            eprintln!(
-                "minimal image: base_built={} envd_installed={} in {:?}",
-                report.base_built, report.envd_installed, report.elapsed
-            );
-            Some(data_dir)
-        })
-        .await
-        .clone()
-}
-
-fn envd_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("WRENN_ENVD_BIN") {
-        return PathBuf::from(path);
-    }
-    let static_target = target_dir().join("envd-static");
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-p",
-            "envd",
-        ])
-        .current_dir(&workspace)
-        // Its own target dir: no lock contention with the cargo running this test.
-        .env("CARGO_TARGET_DIR", &static_target)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()
-        .expect("running cargo build for envd");
-    assert!(status.success(), "building a static envd failed");
-    static_target.join("x86_64-unknown-linux-gnu/release/envd")
-}
-
-/// Serializes the tests of this file across threads and processes.
-async fn serial() -> nix::fcntl::Flock<std::fs::File> {
-    let path = target_dir().join("tmp/wrenn-agent-gvisor.lock");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    tokio::task::spawn_blocking(move || {
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .expect("flock")
-    })
-    .await
-    .unwrap()
-}
 
 async fn runtime(data_dir: &DataDir) -> GvisorRuntime {
     GvisorRuntime::new(GvisorConfig::new(data_dir.runsc_root()))
@@ -396,73 +292,6 @@ impl Drop for ExternalNetns {
     }
 }
 
-/// Everything a capsule could leave behind on the host.
-async fn assert_no_leftovers(data_dir: &DataDir, runtime: &GvisorRuntime) {
-    // Sandbox processes exit asynchronously after `delete`; give them a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let root = data_dir.runsc_root().to_string_lossy().into_owned();
-    loop {
-        let procs = runsc_processes(&root);
-        if procs.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "runsc processes left: {procs:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let netns: Vec<_> = std::fs::read_dir("/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        !netns.iter().any(|n| n.starts_with("wrenn-")),
-        "netns left: {netns:?}"
-    );
-    let links = String::from_utf8(
-        Command::new("ip")
-            .args(["-o", "link"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert!(!links.contains("wrenn-"), "links left: {links}");
-    let set = Command::new("nft")
-        .args(["list", "set", "inet", "wrenn", "internet"])
-        .output()
-        .unwrap();
-    let set_text = String::from_utf8_lossy(&set.stdout);
-    assert!(
-        !set_text.contains("elements"),
-        "nft set still has elements: {set_text}"
-    );
-    let sandboxes = runtime.list().await.unwrap();
-    assert!(sandboxes.is_empty(), "runsc containers left: {sandboxes:?}");
-    let dirs: Vec<_> = std::fs::read_dir(data_dir.capsules())
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(dirs.is_empty(), "capsule dirs left: {dirs:?}");
-}
-
-/// Processes whose command line mentions our runsc root.
-fn runsc_processes(root: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains(root) && cmdline.contains("runsc") {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 #[tokio::test]
 async fn capsule_runs_envd_and_destroy_leaves_nothing() {
     let Some(data_dir) = fixture().await else {
@@ -546,7 +375,7 @@ async fn capsule_runs_envd_and_destroy_leaves_nothing() {
     let started = Instant::now();
     capsules.destroy(&capsule.id).await.expect("destroy");
     eprintln!("destroy took {:?}", started.elapsed());
-    assert_no_leftovers(&data_dir, capsules.runtime()).await;
+    assert_no_leftovers(&data_dir).await;
     assert!(matches!(
         capsules.destroy(&capsule.id).await,
         Err(CapsuleError::NotFound(_))
@@ -639,7 +468,7 @@ async fn egress_is_natted_and_dropped_when_internet_is_off() {
     capsules.destroy(&online.id).await.unwrap();
     capsules.destroy(&offline.id).await.unwrap();
     drop(external);
-    assert_no_leftovers(&data_dir, capsules.runtime()).await;
+    assert_no_leftovers(&data_dir).await;
 }
 
 #[tokio::test]
@@ -672,7 +501,7 @@ async fn capsules_cannot_reach_each_other() {
 
     capsules.destroy(&a.id).await.unwrap();
     capsules.destroy(&b.id).await.unwrap();
-    assert_no_leftovers(&data_dir, capsules.runtime()).await;
+    assert_no_leftovers(&data_dir).await;
 }
 
 #[tokio::test]
@@ -724,7 +553,7 @@ async fn failed_creates_leave_nothing_behind() {
         ),
         "{err}"
     );
-    assert_no_leftovers(&data_dir, capsules.runtime()).await;
+    assert_no_leftovers(&data_dir).await;
     std::fs::remove_dir_all(data_dir.template("broken").unwrap()).unwrap();
 
     // One slot: the second capsule is refused cleanly; a duplicate id too.
@@ -738,7 +567,7 @@ async fn failed_creates_leave_nothing_behind() {
         Err(CapsuleError::AlreadyExists(_))
     ));
     capsules.destroy(&first.id).await.unwrap();
-    assert_no_leftovers(&data_dir, capsules.runtime()).await;
+    assert_no_leftovers(&data_dir).await;
 }
 
 #[tokio::test]
@@ -762,7 +591,7 @@ async fn reclaim_removes_what_a_crashed_agent_left() {
     assert_eq!(report.network.netns, 2);
     assert!(report.network.nft_table);
     assert_eq!(report.capsule_dirs, 2);
-    assert_no_leftovers(&data_dir, &runtime).await;
+    assert_no_leftovers(&data_dir).await;
     let table = Command::new("nft")
         .args(["list", "table", "inet", "wrenn"])
         .output()
@@ -856,5 +685,5 @@ async fn measure_create_latency_and_idle_footprint() {
         "destroy: {:?} per capsule",
         started.elapsed() / count as u32
     );
-    assert_no_leftovers(&data_dir, capsules.runtime()).await;
+    assert_no_leftovers(&data_dir).await;
 }

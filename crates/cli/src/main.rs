@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use wrenn_agent::DataDir;
 use wrenn_agent::image::{self, BuildOptions};
 
+mod agent;
+
 #[derive(Parser, Debug)]
 #[command(name = "wrenn", version, about = "Wrenn: sandboxes for AI agents")]
 struct Cli {
@@ -20,6 +22,8 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Run the host agent: the `hostagent.v1.HostAgentService` Connect API (proto and JSON).
+    Agent(agent::AgentArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Agent(args) => agent::run(args).await?,
         Command::Image {
             command:
                 ImageCommand::Build {

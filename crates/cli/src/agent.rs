@@ -1,0 +1,117 @@
+//! `wrenn agent`: checks the host, recovers capsules from the data dir, serves the agent API.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wrenn_agent::DataDir;
+use wrenn_agent::capsule::Capsules;
+use wrenn_agent::network::Network;
+use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime, Platform};
+use wrenn_agent::service::{self, AgentService};
+
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// The agent's data directory (images, capsules, snapshots, runsc state).
+    #[arg(long, env = "WRENN_DATA_DIR", default_value = DataDir::DEFAULT)]
+    data_dir: PathBuf,
+    /// Address of the agent API. Loopback by default: callers are not authenticated yet.
+    #[arg(long, env = "WRENN_AGENT_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Most capsules (network slots) this host runs at once.
+    #[arg(long, env = "WRENN_MAX_CAPSULES", default_value_t = 256)]
+    max_capsules: u32,
+    /// gVisor platform: systrap (fast syscalls, some idle CPU), ptrace (idle-free, slow) or kvm.
+    #[arg(long, env = "WRENN_GVISOR_PLATFORM", default_value = "systrap")]
+    platform: Platform,
+    /// The runsc binary.
+    #[arg(long, env = "WRENN_RUNSC", default_value = "runsc")]
+    runsc: PathBuf,
+}
+
+fn is_root() -> bool {
+    // The real uid is the first number on the `Uid:` line; effective is the second.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        is_root(),
+        "wrenn agent must run as root (it creates network namespaces and runs runsc)"
+    );
+    let data_dir = DataDir::new(&args.data_dir);
+    std::fs::create_dir_all(data_dir.root())
+        .with_context(|| format!("creating {}", data_dir.root().display()))?;
+    let mut config = GvisorConfig::new(data_dir.runsc_root());
+    config.runsc = args.runsc;
+    config.platform = args.platform;
+    let runtime = GvisorRuntime::new(config).await.context("checking runsc")?;
+    let network = Network::new(args.max_capsules)
+        .await
+        .context("setting up host networking")?;
+    let capsules = Arc::new(Capsules::new(data_dir, network, runtime));
+    let report = capsules
+        .recover()
+        .await
+        .context("recovering capsules from the data dir")?;
+    tracing::info!(
+        adopted = report.adopted.len(),
+        paused = report.paused.len(),
+        cleaned = report.cleaned.len(),
+        "capsules recovered"
+    );
+
+    let agent = Arc::new(AgentService::new(capsules));
+    let app = service::router(agent.clone(), axum_routes());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "wrenn agent serving hostagent.v1.HostAgentService");
+    let shutdown = {
+        let agent = agent.clone();
+        async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no SIGTERM handler");
+                        return agent.terminated().await;
+                    }
+                };
+            // Capsules outlive a stopped agent; the next start re-adopts them.
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; capsules keep running"),
+                _ = term.recv() => tracing::info!("SIGTERM; capsules keep running"),
+                _ = agent.terminated() => tracing::info!("terminated: all capsules destroyed"),
+            }
+        }
+    };
+    // Open streams (an attached PTY) would hold a graceful shutdown forever: give them a grace.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    tokio::select! {
+        served = service::serve(listener, app, shutdown) => served.context("serving the agent API")?,
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("streams still open after {SHUTDOWN_GRACE:?}; exiting"),
+    }
+    Ok(())
+}
+
+/// Plain HTTP routes on the agent's listener (the port proxy mounts here).
+fn axum_routes() -> wrenn_agent::service::HttpRoutes {
+    wrenn_agent::service::HttpRoutes::new()
+}
