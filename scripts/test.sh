@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Runs every check of the project on a Debian 12 machine, as root:
+#   deps      Debian packages, the Rust toolchain check, a Python venv (.venv/) with the e2b SDK
+#   fmt       cargo fmt --all -- --check
+#   clippy    cargo clippy --workspace --all-targets -- -D warnings
+#   test      cargo test --workspace --no-fail-fast (every test binary runs)
+#   build     release (static) envd, used by the e2b suite
+#   e2b       the public e2b Python SDK against envd (tests/e2b, pytest)
+#   bench     bench/envd/run.sh, when present
+# Every step runs even when an earlier one failed (unless it needs that one's output);
+# the exit status is non-zero if any step failed. CI runs this through .ci/run.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+TEST_PACKAGES=(python3 python3-venv iproute2 procps passwd)
+VENV="$REPO_ROOT/.venv"
+E2B_LOG_DIR="$REPO_ROOT/target/e2b"
+export ENVD_BIN E2B_LOG_DIR
+
+if [[ ${CI:-} == true ]]; then
+    # A clean build gains nothing from incremental artifacts.
+    export CARGO_INCREMENTAL=0
+fi
+
+declare -a step_names=() step_results=() step_secs=()
+failed_steps=()
+
+record() { # name result seconds
+    step_names+=("$1")
+    step_results+=("$2")
+    step_secs+=("$3")
+    [[ $2 != FAIL ]] || failed_steps+=("$1")
+}
+
+# step NAME CMD...: runs CMD in a subshell with errexit in force, records the result.
+step() {
+    local name=$1 start rc
+    shift
+    log "[$name] $*"
+    start=$SECONDS
+    set +e
+    (
+        set -e
+        "$@"
+    )
+    rc=$?
+    set -e
+    if ((rc == 0)); then
+        record "$name" PASS $((SECONDS - start))
+    else
+        printf '\n[%s] FAILED (exit %d)\n' "$name" "$rc" >&2
+        record "$name" FAIL $((SECONDS - start))
+    fi
+    return 0
+}
+
+skip() { # name reason
+    log "[$1] skipped: $2"
+    record "$1" "SKIP ($2)" 0
+}
+
+passed() { # name: whether that step passed
+    local i
+    for i in "${!step_names[@]}"; do
+        [[ ${step_names[$i]} == "$1" ]] && [[ ${step_results[$i]} == PASS ]] && return 0
+    done
+    return 1
+}
+
+summary() {
+    local i total=${#step_names[@]}
+    log "summary"
+    for i in "${!step_names[@]}"; do
+        printf '  %-8s %-24s %5ss\n' "${step_names[$i]}" "${step_results[$i]}" "${step_secs[$i]}"
+    done
+    printf '  total    %-24s %5ss\n' "" "$SECONDS"
+    if ((${#failed_steps[@]})); then
+        printf '\ntest.sh: FAILED: %s (%d of %d steps)\n' "${failed_steps[*]}" "${#failed_steps[@]}" "$total"
+    else
+        printf '\ntest.sh: OK, no step failed (%d steps)\n' "$total"
+    fi
+}
+
+setup_venv() {
+    local py=${PYTHON:-python3}
+    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+        die "$py is $("$py" --version 2>&1); the e2b SDK needs Python >= 3.11"
+    if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        log "creating $VENV"
+        rm -rf "$VENV"
+        "$py" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -r tests/e2b/requirements.txt
+}
+
+deps() {
+    require_root
+    apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    ensure_rust
+    setup_venv
+}
+
+run_e2b() {
+    mkdir -p "$E2B_LOG_DIR"
+    # -p no:cacheprovider: keep the clone clean. The suite starts envd itself.
+    if ! timeout -k 30 1800 "$VENV/bin/python" -m pytest -p no:cacheprovider tests/e2b; then
+        if [[ -f $E2B_LOG_DIR/envd.log ]]; then
+            log "last lines of envd's log ($E2B_LOG_DIR/envd.log)"
+            tail -n 60 "$E2B_LOG_DIR/envd.log" >&2
+        fi
+        return 1
+    fi
+}
+
+step deps deps
+if ! passed deps; then
+    summary
+    exit 1
+fi
+# ensure_rust may have put cargo on PATH inside the step's subshell; do it here too.
+ensure_rust
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --locked --workspace --all-targets -- -D warnings
+step test cargo test --locked --workspace --no-fail-fast
+step build build_envd
+if passed build; then
+    step e2b run_e2b
+else
+    skip e2b "no envd build"
+fi
+if [[ -f bench/envd/run.sh ]]; then
+    step bench bash bench/envd/run.sh
+else
+    skip bench "bench/envd/run.sh absent"
+fi
+
+summary
+((${#failed_steps[@]} == 0))
