@@ -2,7 +2,7 @@
 
 use super::error::ProcessError;
 use crate::users::{Account, UserError};
-use nix::unistd::{Uid, User};
+use nix::unistd::Uid;
 use std::path::PathBuf;
 
 /// The account to run as plus whether credentials must be changed in the child.
@@ -53,8 +53,8 @@ pub fn resolve(requested: Option<&str>, default_user: &str) -> Result<RunAs, Pro
 }
 
 fn current_account(euid: Uid) -> Account {
-    if let Ok(Some(user)) = User::from_uid(euid)
-        && let Ok(account) = Account::lookup(&user.name)
+    if let Some(name) = Account::name_of(euid)
+        && let Ok(account) = Account::lookup(&name)
     {
         return account;
     }
