@@ -4,9 +4,9 @@
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   test      cargo test --workspace --no-fail-fast (every test binary runs)
-#   build     release (static) envd, used by the e2b suite
+#   build     release (static) envd, used by the agent's capsule image and the e2b suite
 #   e2b       the public e2b Python SDK against envd (tests/e2b, pytest)
-#   bench     bench/envd/run.sh, when present
+#   bench-*   bench/envd/run.sh and bench/agent/run.sh (performance targets as ratios)
 # Every step runs even when an earlier one failed (unless it needs that one's output);
 # the exit status is non-zero if any step failed. CI runs this through .ci/run.
 set -euo pipefail
@@ -100,6 +100,8 @@ setup_venv() {
 deps() {
     require_root
     apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    # runsc (gVisor), debootstrap, nftables: the host agent's capsule tests need them.
+    bash scripts/install-runsc.sh
     ensure_rust
     setup_venv
 }
@@ -126,18 +128,22 @@ ensure_rust
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --locked --workspace --all-targets -- -D warnings
-step test cargo test --locked --workspace --no-fail-fast
+# The static envd goes first: the agent's tests put it into the capsule image.
 step build build_envd
+export WRENN_ENVD_BIN=$ENVD_BIN
+step test cargo test --locked --workspace --no-fail-fast
 if passed build; then
     step e2b run_e2b
 else
     skip e2b "no envd build"
 fi
-if [[ -f bench/envd/run.sh ]]; then
-    step bench bash bench/envd/run.sh
-else
-    skip bench "bench/envd/run.sh absent"
-fi
+for bench in envd agent; do
+    if [[ -f bench/$bench/run.sh ]]; then
+        step "bench-$bench" bash "bench/$bench/run.sh"
+    else
+        skip "bench-$bench" "bench/$bench/run.sh absent"
+    fi
+done
 
 summary
 ((${#failed_steps[@]} == 0))

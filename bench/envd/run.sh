@@ -4,5 +4,8 @@
 # performance target of the envd issue is missed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p envd -p envd-bench
-exec target/release/envd-bench target/release/envd "$@"
+# Same flags and target as the shipped (static) envd, so scripts/test.sh's envd
+# build is reused instead of compiling every dependency a second time.
+target=x86_64-unknown-linux-gnu
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target "$target" -p envd -p envd-bench
+exec "target/$target/release/envd-bench" "target/$target/release/envd" "$@"
