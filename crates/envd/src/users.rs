@@ -112,7 +112,10 @@ impl Account {
 
     /// The account name owning `uid`, if `/etc/passwd` has one.
     pub fn name_of(uid: Uid) -> Option<String> {
-        find_passwd(|e| e.uid == uid.as_raw()).ok().flatten().map(|e| e.name)
+        find_passwd(|e| e.uid == uid.as_raw())
+            .ok()
+            .flatten()
+            .map(|e| e.name)
     }
 
     /// The name of a group, or its numeric id.
@@ -164,7 +167,8 @@ mod tests {
 
     #[test]
     fn supplementary_groups_come_from_member_lists() {
-        let db = "root:x:0:\nsudo:x:27:user,other\nuser:x:1000:\ndocker:x:999:other\nadm:x:4:user\n";
+        let db =
+            "root:x:0:\nsudo:x:27:user,other\nuser:x:1000:\ndocker:x:999:other\nadm:x:4:user\n";
         let groups: Vec<u32> = groups_of("user", 1000, db)
             .into_iter()
             .map(|g| g.as_raw())
