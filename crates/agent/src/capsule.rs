@@ -399,26 +399,7 @@ impl<R: Runtime> Capsules<R> {
         // Written before the sandbox starts: a crash from here on leaves a state file naming the
         // slot, so the next start can tear everything down.
         write_state(dir, &state)?;
-        let files = write_etc_files(dir, network)?;
-        let spec = SandboxSpec {
-            id: request.id.clone(),
-            rootfs,
-            state_dir: dir.to_owned(),
-            netns: network.netns_path(),
-            limits,
-            init_args: vec![
-                ENVD_PATH.to_owned(),
-                "--port".to_owned(),
-                ENVD_PORT.to_string(),
-            ],
-            init_env: vec![
-                format!("PATH={INIT_PATH}"),
-                "HOME=/root".to_owned(),
-                format!("WRENN_SANDBOX_ID={}", request.id),
-            ],
-            files,
-            hostname: HOSTNAME.to_owned(),
-        };
+        let spec = envd_sandbox_spec(&request.id, rootfs, dir, network, limits)?;
         let started = std::time::Instant::now();
         self.runtime.start(&spec).await?;
         let addr = envd::envd_addr(network.capsule_ip());
@@ -681,6 +662,38 @@ pub fn read_state(dir: &Path) -> Result<CapsuleState, CapsuleError> {
     serde_json::from_slice(&bytes).map_err(|e| CapsuleError::Record {
         path,
         reason: e.to_string(),
+    })
+}
+
+/// The sandbox of a capsule with envd as init (cold start and restore alike): writes the
+/// capsule's `/etc` files into `dir` and returns the spec. Public so benchmarks can drive the
+/// runtime's own bundle with raw `runsc`.
+pub fn envd_sandbox_spec(
+    id: &CapsuleId,
+    rootfs: PathBuf,
+    dir: &Path,
+    network: &CapsuleNetwork,
+    limits: Limits,
+) -> Result<SandboxSpec, CapsuleError> {
+    let files = write_etc_files(dir, network)?;
+    Ok(SandboxSpec {
+        id: id.clone(),
+        rootfs,
+        state_dir: dir.to_owned(),
+        netns: network.netns_path(),
+        limits,
+        init_args: vec![
+            ENVD_PATH.to_owned(),
+            "--port".to_owned(),
+            ENVD_PORT.to_string(),
+        ],
+        init_env: vec![
+            format!("PATH={INIT_PATH}"),
+            "HOME=/root".to_owned(),
+            format!("WRENN_SANDBOX_ID={id}"),
+        ],
+        files,
+        hostname: HOSTNAME.to_owned(),
     })
 }
 

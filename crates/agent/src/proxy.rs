@@ -440,6 +440,15 @@ impl<R: Resolve> Proxy<R> {
         }
     }
 
+    /// With a tracker the service already holds (it needs the handle before the resolver,
+    /// which reads the service's registry, exists).
+    pub fn with_connections(resolver: R, connections: Connections) -> Self {
+        Self {
+            resolver,
+            connections,
+        }
+    }
+
     /// Handle for pause/destroy: `drain`, `reopen`, `remove`.
     pub fn connections(&self) -> Connections {
         self.connections.clone()

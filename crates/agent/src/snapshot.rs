@@ -38,11 +38,11 @@
 //!   it: their restores (and later resumes) read its rootfs as their lower layer.
 
 use crate::capsule::{self, Capsule, CapsuleError, CapsuleState, CapsuleStatus, Capsules};
-use crate::envd::{self, ENVD_PATH, ENVD_PORT, EnvdCallError, HealthTimeout};
+use crate::envd::{self, EnvdCallError, HealthTimeout};
 use crate::id::CapsuleId;
 use crate::layout::InvalidTemplateName;
 use crate::network::{CapsuleNetwork, NetworkError};
-use crate::runtime::{Limits, Runtime, RuntimeError, SandboxSpec};
+use crate::runtime::{Limits, Runtime, RuntimeError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -379,26 +379,7 @@ impl<R: Runtime> Capsules<R> {
     ) -> Result<(), SnapshotError> {
         // Same shape as a cold start (capsule.rs); init args/env only matter to runsc's checks,
         // the restored envd keeps its memory.
-        let files = capsule::write_etc_files(dir, network)?;
-        let spec = SandboxSpec {
-            id: id.clone(),
-            rootfs,
-            state_dir: dir.to_owned(),
-            netns: network.netns_path(),
-            limits,
-            init_args: vec![
-                ENVD_PATH.to_owned(),
-                "--port".to_owned(),
-                ENVD_PORT.to_string(),
-            ],
-            init_env: vec![
-                format!("PATH={}", capsule::INIT_PATH),
-                "HOME=/root".to_owned(),
-                format!("WRENN_SANDBOX_ID={id}"),
-            ],
-            files,
-            hostname: capsule::HOSTNAME.to_owned(),
-        };
+        let spec = capsule::envd_sandbox_spec(id, rootfs, dir, network, limits)?;
         self.runtime().restore(&spec, image).await?;
         let addr = envd::envd_addr(network.capsule_ip());
         let ready = async {

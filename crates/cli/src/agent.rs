@@ -11,6 +11,8 @@ use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime, Platform};
 use wrenn_agent::service::{self, AgentService};
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait at exit for pauses the TTL reaper started (a checkpoint takes ~0.3-1 s).
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
@@ -71,7 +73,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
 
     let agent = Arc::new(AgentService::new(capsules));
-    let app = service::router(agent.clone(), axum_routes());
+    agent.adopt_recovered();
+    let background = agent.spawn_background();
+    let app = service::router(agent.clone(), axum_routes(&agent));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -101,17 +105,25 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         shutdown.await;
         let _ = stopping_tx.send(());
     };
-    tokio::select! {
-        served = service::serve(listener, app, shutdown) => served.context("serving the agent API")?,
+    let served = tokio::select! {
+        served = service::serve(listener, app, shutdown) => served.context("serving the agent API"),
         _ = async {
             let _ = stopping_rx.await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("streams still open after {SHUTDOWN_GRACE:?}; exiting"),
-    }
-    Ok(())
+        } => {
+            tracing::warn!("streams still open after {SHUTDOWN_GRACE:?}; exiting");
+            Ok(())
+        }
+    };
+    // Auto-pauses already started finish (a half-done checkpoint would lose the capsule).
+    background.shutdown().await;
+    agent.settle(SETTLE_LIMIT).await;
+    served
 }
 
-/// Plain HTTP routes on the agent's listener (the port proxy mounts here).
-fn axum_routes() -> wrenn_agent::service::HttpRoutes {
-    wrenn_agent::service::HttpRoutes::new()
+/// Plain HTTP routes on the agent's listener: the port proxy, `/proxy/{id}/{port}/...`.
+fn axum_routes<R: wrenn_agent::runtime::Runtime>(
+    agent: &AgentService<R>,
+) -> wrenn_agent::service::HttpRoutes {
+    wrenn_agent::proxy::router(agent.proxy())
 }

@@ -1037,3 +1037,665 @@ async fn paused_capsule_survives_restart_and_refuses_exec() {
     agent.stop();
     common::assert_no_leftovers(&data_dir).await;
 }
+
+// ---- Pause/resume, snapshot templates, port proxy, TTL auto-pause, metrics (issue 3 §5–9) ----
+
+async fn list(client: &Client) -> ListSandboxesResponse {
+    client
+        .list_sandboxes(ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_owned()
+}
+
+fn status_of(list: &ListSandboxesResponse, id: &str) -> Option<String> {
+    list.sandboxes
+        .iter()
+        .find(|s| s.sandbox_id == id)
+        .map(|s| s.status.clone())
+}
+
+async fn pause(client: &Client, id: &str) {
+    let started = Instant::now();
+    client
+        .pause_sandbox(PauseSandboxRequest {
+            sandbox_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("pause {id}: {e}"));
+    eprintln!("pause {id}: {:?}", started.elapsed());
+}
+
+async fn resume(client: &Client, id: &str) -> ResumeSandboxResponse {
+    let started = Instant::now();
+    let out = client
+        .resume_sandbox(ResumeSandboxRequest {
+            sandbox_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("resume {id}: {e}"))
+        .into_owned();
+    eprintln!("resume {id}: {:?}", started.elapsed());
+    out
+}
+
+async fn start_bg(client: &Client, id: &str, tag: &str, script: &str) {
+    client
+        .start_background(StartBackgroundRequest {
+            sandbox_id: id.to_owned(),
+            cmd: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            tag: tag.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("start {tag} in {id}: {e}"));
+}
+
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.2; done";
+
+/// The counter's current value (0 before its first write).
+async fn count(client: &Client, id: &str) -> u64 {
+    let out = sh(client, id, "cat /tmp/count 2>/dev/null || echo 0").await;
+    text(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Waits until the counter exceeds `above` (it is alive and counting).
+async fn counter_passes(client: &Client, id: &str, above: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = count(client, id).await;
+        if now > above {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: counter stuck at {now} (want > {above})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn tags(client: &Client, id: &str) -> Vec<String> {
+    client
+        .list_processes(ListProcessesRequest {
+            sandbox_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("list processes {id}: {e}"))
+        .into_owned()
+        .processes
+        .into_iter()
+        .map(|p| p.tag)
+        .collect()
+}
+
+/// Pause → resume keeps processes and files; a snapshot template starts 3 clones at once, each
+/// running the snapshotted counter under its own id; the template is refused for deletion while
+/// clones exist.
+#[tokio::test]
+async fn lifecycle_flow() {
+    let Some(fixture) = common::fixture().await else {
+        return;
+    };
+    let _lock = common::serial().await;
+    let test_started = Instant::now();
+    let data_dir = scratch(&fixture);
+    let mut agent = Agent::start(&data_dir, &[]);
+    let client = agent.client();
+    destroy_all(&client).await;
+
+    let id = new_id();
+    create(&client, &id).await;
+    assert_eq!(text(&sh(&client, &id, "echo hi").await.stdout), "hi\n");
+    start_bg(&client, &id, "counter", COUNTER).await;
+    let note = pattern(256 * 1024, 7);
+    client
+        .write_file(WriteFileRequest {
+            sandbox_id: id.clone(),
+            path: "/root/note.bin".into(),
+            content: note.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let before = counter_passes(&client, &id, 3).await;
+
+    pause(&client, &id).await;
+    assert_eq!(
+        status_of(&list(&client).await, &id).as_deref(),
+        Some("paused")
+    );
+    let err = client
+        .exec(ExecRequest {
+            sandbox_id: id.clone(),
+            cmd: "true".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
+    // Pausing twice is a precondition failure too.
+    let err = client
+        .pause_sandbox(PauseSandboxRequest {
+            sandbox_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
+
+    let resumed = resume(&client, &id).await;
+    assert_eq!(resumed.status, "running");
+    assert!(!resumed.host_ip.is_empty());
+    let after = count(&client, &id).await;
+    assert!(
+        after >= before && after < before + 100,
+        "counter restarted or jumped: {before} before pause, {after} after resume"
+    );
+    counter_passes(&client, &id, after).await;
+    let back = client
+        .read_file(ReadFileRequest {
+            sandbox_id: id.clone(),
+            path: "/root/note.bin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_owned()
+        .content;
+    assert!(back == note, "file changed across pause/resume");
+
+    // Snapshot template from the running capsule; it keeps running afterwards.
+    let snap = format!("snap-{}", &new_id()[3..13]);
+    let started = Instant::now();
+    let made = client
+        .create_snapshot(CreateSnapshotRequest {
+            sandbox_id: id.clone(),
+            name: snap.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("snapshot: {e}"))
+        .into_owned();
+    eprintln!(
+        "snapshot: {:?}, {} bytes",
+        started.elapsed(),
+        made.size_bytes
+    );
+    assert_eq!(made.name, snap);
+    assert!(made.size_bytes > 0);
+    let source_count = count(&client, &id).await;
+    counter_passes(&client, &id, source_count).await;
+    let err = client
+        .create_snapshot(CreateSnapshotRequest {
+            sandbox_id: id.clone(),
+            name: snap.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::AlreadyExists, "{err}");
+    let size = client
+        .get_template_size(GetTemplateSizeRequest::default())
+        .await
+        .unwrap()
+        .into_owned()
+        .size_bytes;
+    assert!(size > 50 << 20, "minimal template size {size}");
+
+    // Three clones at once.
+    let clones: Vec<String> = (0..3).map(|_| new_id()).collect();
+    let started = Instant::now();
+    let created = futures::future::join_all(clones.iter().map(|c| {
+        let client = client.clone();
+        let snap = snap.clone();
+        async move {
+            client
+                .create_sandbox(CreateSandboxRequest {
+                    sandbox_id: c.clone(),
+                    template: snap,
+                    // Ignored: a snapshot template's limits win.
+                    vcpus: 2,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_owned())
+        }
+    }))
+    .await;
+    eprintln!("3 clones: {:?}", started.elapsed());
+    for (c, result) in clones.iter().zip(created) {
+        let response = result.unwrap_or_else(|e| panic!("clone {c}: {e}"));
+        assert_eq!(response.status, "running");
+    }
+    let listed = list(&client).await;
+    let mut ips = HashSet::new();
+    for c in &clones {
+        let info = listed
+            .sandboxes
+            .iter()
+            .find(|s| &s.sandbox_id == c)
+            .unwrap();
+        assert_eq!(info.vcpus, 1, "template vcpus win");
+        assert!(ips.insert(info.host_ip.clone()), "duplicate ip");
+        assert!(
+            tags(&client, c).await.iter().any(|t| t == "counter"),
+            "{c}: counter process missing"
+        );
+        let start = count(&client, c).await;
+        assert!(start >= before, "{c}: counter {start} < {before}");
+        counter_passes(&client, c, start).await;
+        let ident = sh(
+            &client,
+            c,
+            "cat /run/wrenn/.WRENN_SANDBOX_ID; echo; echo $WRENN_SANDBOX_ID",
+        )
+        .await;
+        assert_eq!(text(&ident.stdout), format!("{c}\n{c}\n"));
+        let note_back = client
+            .read_file(ReadFileRequest {
+                sandbox_id: c.clone(),
+                path: "/root/note.bin".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_owned()
+            .content;
+        assert!(note_back == note, "{c}: file differs from the snapshot");
+    }
+
+    let err = client
+        .delete_snapshot(DeleteSnapshotRequest {
+            name: snap.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition, "{err}");
+    for c in clones.iter().chain([&id]) {
+        destroy(&client, c).await;
+    }
+    client
+        .delete_snapshot(DeleteSnapshotRequest {
+            name: snap.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("delete snapshot: {e}"));
+    assert!(
+        !data_dir.images().join(&snap).exists(),
+        "template files left"
+    );
+    let err = client
+        .delete_snapshot(DeleteSnapshotRequest {
+            name: snap.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound, "{err}");
+    agent.stop();
+    common::assert_no_leftovers(&data_dir).await;
+    eprintln!("lifecycle_flow: {:?}", test_started.elapsed());
+}
+
+/// A stdlib-only WebSocket echo server (the minimal image has no websockets package).
+const WS_ECHO: &str = r#"
+import base64, hashlib, socket, struct, threading
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def exact(c, n):
+    b = b""
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+def handle(c):
+    try:
+        req = b""
+        while b"\r\n\r\n" not in req:
+            d = c.recv(4096)
+            if not d:
+                return
+            req += d
+        key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n")
+               if l.lower().startswith(b"sec-websocket-key:")][0]
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        while True:
+            b0, b1 = exact(c, 2)
+            op, n = b0 & 0x0F, b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", exact(c, 2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", exact(c, 8))[0]
+            mask = exact(c, 4) if b1 & 0x80 else b"\0\0\0\0"
+            data = bytes(x ^ mask[i % 4] for i, x in enumerate(exact(c, n)))
+            if op == 8:
+                c.sendall(b"\x88\x00")
+                return
+            if op == 9:
+                op = 10
+            elif op not in (1, 2):
+                continue
+            head = bytes([0x80 | op])
+            if n < 126:
+                head += bytes([n])
+            elif n < 65536:
+                head += bytes([126]) + struct.pack(">H", n)
+            else:
+                head += bytes([127]) + struct.pack(">Q", n)
+            c.sendall(head + data)
+    except Exception:
+        pass
+    finally:
+        c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8765))
+s.listen(16)
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+"#;
+
+/// GETs through the proxy until the status is `want` (services take a moment to listen).
+async fn proxied_until(http: &reqwest::Client, url: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let last = match http.get(url).send().await {
+            Ok(r) if r.status().as_u16() == want => return r.text().await.unwrap_or_default(),
+            Ok(r) => format!("{}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < deadline, "{url}: want {want}, got {last}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `python3 -m http.server` and a WebSocket echo server answer through `/proxy/{id}/{port}/`,
+/// 503 while paused, again after resume; non-canonical ports are 400.
+#[tokio::test]
+async fn proxy_flow() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let Some(fixture) = common::fixture().await else {
+        return;
+    };
+    let _lock = common::serial().await;
+    let test_started = Instant::now();
+    let data_dir = scratch(&fixture);
+    let mut agent = Agent::start(&data_dir, &[]);
+    let client = agent.client();
+    destroy_all(&client).await;
+    let http = reqwest::Client::new();
+
+    let id = new_id();
+    create(&client, &id).await;
+    sh(
+        &client,
+        &id,
+        "mkdir -p /srv/www && echo hello > /srv/www/hello-proxy.txt",
+    )
+    .await;
+    client
+        .start_background(StartBackgroundRequest {
+            sandbox_id: id.clone(),
+            cmd: "python3".into(),
+            args: vec!["-m".into(), "http.server".into(), "8000".into()],
+            tag: "web".into(),
+            cwd: "/srv/www".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .write_file(WriteFileRequest {
+            sandbox_id: id.clone(),
+            path: "/srv/ws_echo.py".into(),
+            content: WS_ECHO.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    start_bg(&client, &id, "ws", "exec python3 /srv/ws_echo.py").await;
+
+    let base = format!("http://{}/proxy/{id}", agent.addr);
+    let listing = proxied_until(&http, &format!("{base}/8000/"), 200).await;
+    assert!(listing.contains("hello-proxy.txt"), "{listing}");
+    let file = proxied_until(&http, &format!("{base}/8000/hello-proxy.txt"), 200).await;
+    assert_eq!(file, "hello\n");
+    for bad in ["08000", "+80", "80abc"] {
+        let status = http
+            .get(format!("{base}/{bad}/"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 400, "port {bad}");
+    }
+    let unknown = http
+        .get(format!("http://{}/proxy/{}/8000/", agent.addr, new_id()))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(unknown.as_u16(), 404);
+
+    let ws_url = format!("ws://{}/proxy/{id}/8765/", agent.addr);
+    let echo = async |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (mut ws, _) = loop {
+            match tokio_tungstenite::connect_async(ws_url.as_str()).await {
+                Ok(ok) => break ok,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "websocket connect: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        ws.send(Message::text(what)).await.unwrap();
+        let reply = tokio::time::timeout(STEP, ws.next())
+            .await
+            .expect("websocket echo timed out")
+            .expect("websocket closed")
+            .expect("websocket error");
+        assert_eq!(reply.into_text().unwrap().as_str(), what);
+        let _ = ws.close(None).await;
+    };
+    echo("hello over the proxy").await;
+
+    pause(&client, &id).await;
+    let status = http
+        .get(format!("{base}/8000/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 503, "proxy while paused");
+    resume(&client, &id).await;
+    let listing = proxied_until(&http, &format!("{base}/8000/"), 200).await;
+    assert!(listing.contains("hello-proxy.txt"), "{listing}");
+    echo("hello after resume").await;
+
+    destroy(&client, &id).await;
+    let gone = http
+        .get(format!("{base}/8000/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(gone.as_u16(), 404);
+    agent.stop();
+    common::assert_no_leftovers(&data_dir).await;
+    eprintln!("proxy_flow: {:?}", test_started.elapsed());
+}
+
+/// An idle capsule with `timeout_sec` 3 is auto-paused and reported once; one pinged every
+/// second keeps running.
+#[tokio::test]
+async fn ttl_autopause() {
+    let Some(fixture) = common::fixture().await else {
+        return;
+    };
+    let _lock = common::serial().await;
+    let test_started = Instant::now();
+    let data_dir = scratch(&fixture);
+    let mut agent = Agent::start(&data_dir, &[]);
+    let client = agent.client();
+    destroy_all(&client).await;
+
+    let (idle, busy) = (new_id(), new_id());
+    for id in [&idle, &busy] {
+        client
+            .create_sandbox(CreateSandboxRequest {
+                sandbox_id: id.clone(),
+                template: "minimal".into(),
+                timeout_sec: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+    }
+    let mut auto_paused = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        client
+            .ping_sandbox(PingSandboxRequest {
+                sandbox_id: busy.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let listed = list(&client).await;
+        auto_paused.extend(listed.auto_paused_sandbox_ids.iter().cloned());
+        if auto_paused.contains(&idle) && status_of(&listed, &idle).as_deref() == Some("paused") {
+            assert_eq!(status_of(&listed, &busy).as_deref(), Some("running"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not auto-paused: {listed:?}\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("auto-paused after {:?}", test_started.elapsed());
+    assert!(!auto_paused.contains(&busy), "pinged capsule was paused");
+    // Reported once (drained on read).
+    let again = list(&client).await;
+    assert!(!again.auto_paused_sandbox_ids.contains(&idle), "{again:?}");
+    // Still active a few more seconds later; a resume puts the idle one back to work.
+    for _ in 0..4 {
+        client
+            .ping_sandbox(PingSandboxRequest {
+                sandbox_id: busy.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        status_of(&list(&client).await, &busy).as_deref(),
+        Some("running")
+    );
+    resume(&client, &idle).await;
+    assert_eq!(
+        text(&sh(&client, &idle, "echo back").await.stdout),
+        "back\n"
+    );
+    for id in [&idle, &busy] {
+        destroy(&client, id).await;
+    }
+    agent.stop();
+    common::assert_no_leftovers(&data_dir).await;
+    eprintln!("ttl_autopause: {:?}", test_started.elapsed());
+}
+
+/// GetSandboxMetrics returns plausible 1-s points; FlushSandboxMetrics returns and clears them.
+#[tokio::test]
+async fn metrics_rpc() {
+    let Some(fixture) = common::fixture().await else {
+        return;
+    };
+    let _lock = common::serial().await;
+    let test_started = Instant::now();
+    let data_dir = scratch(&fixture);
+    let mut agent = Agent::start(&data_dir, &[]);
+    let client = agent.client();
+    destroy_all(&client).await;
+
+    let id = new_id();
+    create(&client, &id).await;
+    // Some disk and CPU to see.
+    sh(
+        &client,
+        &id,
+        "head -c 8000000 /dev/urandom > /root/blob; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let get = |range: &str| {
+        client.get_sandbox_metrics(GetSandboxMetricsRequest {
+            sandbox_id: id.clone(),
+            range: range.into(),
+            ..Default::default()
+        })
+    };
+    let points = get("10m").await.unwrap().into_owned().points;
+    eprintln!("metrics: {points:?}");
+    assert!(points.len() >= 2, "{points:?}");
+    let now = wrenn_agent::capsule::unix_now();
+    for (i, p) in points.iter().enumerate() {
+        assert!((now - 30..=now + 1).contains(&p.timestamp_unix), "{p:?}");
+        assert!((0.0..=100.5).contains(&p.cpu_pct), "{p:?}");
+        assert!(
+            (1 << 20..4 << 30).contains(&p.mem_bytes),
+            "implausible memory {p:?}"
+        );
+        assert!(p.disk_bytes >= 0, "{p:?}");
+        if i > 0 {
+            assert!(p.timestamp_unix > points[i - 1].timestamp_unix);
+        }
+    }
+    assert!(
+        points.iter().any(|p| p.disk_bytes >= 4_000_000),
+        "8 MB written but disk never above 4 MB: {points:?}"
+    );
+    assert!(!get("2h").await.unwrap().into_owned().points.is_empty());
+    let err = get("7m").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument, "{err}");
+    let err = client
+        .get_sandbox_metrics(GetSandboxMetricsRequest {
+            sandbox_id: new_id(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound, "{err}");
+
+    let flushed = client
+        .flush_sandbox_metrics(FlushSandboxMetricsRequest {
+            sandbox_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_owned();
+    assert!(flushed.points_10m.len() >= points.len(), "{flushed:?}");
+    assert!(!flushed.points_2h.is_empty() && !flushed.points_24h.is_empty());
+    let after = get("10m").await.unwrap().into_owned().points;
+    assert!(after.len() <= 1, "not cleared by the flush: {after:?}");
+    destroy(&client, &id).await;
+    agent.stop();
+    common::assert_no_leftovers(&data_dir).await;
+    eprintln!("metrics_rpc: {:?}", test_started.elapsed());
+}

@@ -237,8 +237,9 @@ impl GvisorRuntime {
         ]
     }
 
-    /// `runsc run` (no image) or `runsc restore` from `image`, detached.
-    async fn launch(&self, spec: &SandboxSpec, image: Option<&Path>) -> Result<(), RuntimeError> {
+    /// Writes the sandbox's bundle (`config.json`) and overlay dir under its state dir; returns
+    /// the bundle dir.
+    pub fn write_bundle(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
         let bundle = spec.state_dir.join("bundle");
         create_dir(&bundle)?;
         create_dir(&overlay_dir(&spec.state_dir))?;
@@ -251,6 +252,23 @@ impl GvisorRuntime {
             path: config_path,
             source,
         })?;
+        Ok(bundle)
+    }
+
+    /// `runsc` with [`Self::sandbox_flags`] (and the `/proc/sys/net` workaround when needed):
+    /// append `run`/`restore` and their arguments.
+    pub fn sandbox_command(&self, spec: &SandboxSpec) -> Command {
+        let mut cmd = Command::new(&self.config.runsc);
+        cmd.args(self.sandbox_flags(spec));
+        if self.hide_proc_sys_net {
+            hide_proc_sys_net(&mut cmd);
+        }
+        cmd
+    }
+
+    /// `runsc run` (no image) or `runsc restore` from `image`, detached.
+    async fn launch(&self, spec: &SandboxSpec, image: Option<&Path>) -> Result<(), RuntimeError> {
+        let bundle = self.write_bundle(spec)?;
 
         // Never a pipe: the sandbox inherits these and would hold a pipe open forever. Appended
         // on restore, so a resumed capsule keeps its earlier log.
@@ -270,8 +288,7 @@ impl GvisorRuntime {
             source,
         })?;
 
-        let mut cmd = Command::new(&self.config.runsc);
-        cmd.args(self.sandbox_flags(spec));
+        let mut cmd = self.sandbox_command(spec);
         match image {
             Some(image) => cmd.arg("restore").arg("--image-path").arg(image),
             None => cmd.arg("run"),
@@ -284,9 +301,6 @@ impl GvisorRuntime {
             .stdout(Stdio::from(console))
             .stderr(Stdio::from(console_err))
             .kill_on_drop(true);
-        if self.hide_proc_sys_net {
-            hide_proc_sys_net(&mut cmd);
-        }
         let line = command::CommandLine(&cmd).to_string();
         tracing::debug!(command = %line, "starting sandbox");
         let mut child = command::spawn(&mut cmd).map_err(|source| CommandError::Spawn {

@@ -8,18 +8,28 @@
 //! first use and dropped on destroy, so a re-adopted capsule gets a fresh one.
 //!
 //! Handlers are split by concern: [`sandbox`] (lifecycle, list, ping, terminate), [`exec`]
-//! (foreground/streamed/background processes), [`files`], [`pty`]. Errors are Connect codes
-//! ([`capsule_error`]); request paths never panic.
+//! (foreground/streamed/background processes), [`files`], [`pty`], [`lifecycle`] (pause/resume,
+//! snapshot templates, metrics). Errors are Connect codes ([`capsule_error`]); request paths
+//! never panic.
+//!
+//! The service also owns the per-capsule bookkeeping the other modules need kept in step:
+//! the inactivity timer ([`Ttl`]), the metrics sampler ([`Metrics`]) and the port proxy's
+//! connection tracker ([`Connections`]); [`AgentService::proxy`] builds the proxy over the
+//! registry and [`AgentService::spawn_background`] starts the sampler and the TTL reaper.
 
 mod exec;
 mod files;
+mod lifecycle;
 mod pty;
 mod sandbox;
 
-use crate::capsule::{CapsuleError, Capsules};
+use crate::capsule::{CapsuleError, CapsuleStatus, Capsules};
 use crate::id::CapsuleId;
+use crate::metrics::Metrics;
 use crate::network::NetworkError;
+use crate::proxy::{Connections, Proxy, ProxyRefusal};
 use crate::runtime::Runtime;
+use crate::ttl::Ttl;
 use connectrpc::ConnectError;
 use connectrpc::client::{CallOptions, ClientConfig, HttpClient};
 use std::collections::HashMap;
@@ -29,6 +39,11 @@ use wrenn_proto::process::ProcessClient;
 
 pub use exec::DEFAULT_EXEC_TIMEOUT;
 pub use files::CHUNK_SIZE;
+pub use lifecycle::Background;
+
+/// A capsule in the middle of a pause/resume/snapshot: the proxy answers 503 and envd calls
+/// are refused until it settles. Keyed by id, the value is the status shown to callers.
+type Transitions = Arc<Mutex<HashMap<CapsuleId, &'static str>>>;
 
 /// Clients for one capsule's envd. Their connection pools belong to the capsule alone, so
 /// dropping this (destroy, and before a pause: open TCP connections block a checkpoint) closes
@@ -84,15 +99,57 @@ pub struct AgentService<R: Runtime> {
     capsules: Arc<Capsules<R>>,
     clients: Mutex<HashMap<CapsuleId, Arc<EnvdClient>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    metrics: Metrics,
+    ttl: Ttl,
+    connections: Connections,
+    transitions: Transitions,
 }
 
 impl<R: Runtime> AgentService<R> {
     pub fn new(capsules: Arc<Capsules<R>>) -> Self {
+        Self::with_parts(capsules, Metrics::new(), Ttl::new())
+    }
+
+    /// With a given sampler and timer (tests use a fake clock or cgroup layout).
+    pub fn with_parts(capsules: Arc<Capsules<R>>, metrics: Metrics, ttl: Ttl) -> Self {
         Self {
             capsules,
             clients: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::channel(false).0,
+            metrics,
+            ttl,
+            connections: Connections::default(),
+            transitions: Arc::default(),
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn ttl(&self) -> &Ttl {
+        &self.ttl
+    }
+
+    /// The port proxy over this service's registry: running → its IP; pausing, paused or
+    /// resuming → 503; unknown → 404. Shares the service's connection tracker, so a pause
+    /// drains it. Mount with `proxy::router(agent.proxy())`.
+    pub fn proxy(&self) -> Arc<Proxy<ProxyResolver<R>>> {
+        Arc::new(Proxy::with_connections(
+            ProxyResolver {
+                capsules: self.capsules.clone(),
+                transitions: self.transitions.clone(),
+            },
+            self.connections.clone(),
+        ))
+    }
+
+    fn transition(&self, id: &CapsuleId) -> Option<&'static str> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
     }
 
     pub fn capsules(&self) -> &Arc<Capsules<R>> {
@@ -113,8 +170,17 @@ impl<R: Runtime> AgentService<R> {
     ) -> Result<(CapsuleId, Arc<EnvdClient>), ConnectError> {
         let id = parse_id(raw_id)?;
         let capsule = self.capsules.running(&id).map_err(capsule_error)?;
-        if touch && let Err(e) = self.capsules.touch(&id) {
-            tracing::warn!(%id, error = %e, "recording activity");
+        // A pause quiesces envd and drops the pooled clients: nothing may open new ones.
+        if let Some(state) = self.transition(&id) {
+            return Err(ConnectError::failed_precondition(format!(
+                "capsule {id} is {state}"
+            )));
+        }
+        if touch {
+            self.ttl.touch(&id);
+            if let Err(e) = self.capsules.touch(&id) {
+                tracing::warn!(%id, error = %e, "recording activity");
+            }
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(&id) {
@@ -131,6 +197,38 @@ impl<R: Runtime> AgentService<R> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+    }
+}
+
+/// The proxy's view of the registry (see [`AgentService::proxy`]).
+pub struct ProxyResolver<R: Runtime> {
+    capsules: Arc<Capsules<R>>,
+    transitions: Transitions,
+}
+
+impl<R: Runtime> crate::proxy::Resolve for ProxyResolver<R> {
+    fn resolve(&self, id: &CapsuleId) -> Result<std::net::Ipv4Addr, ProxyRefusal> {
+        let capsule = self
+            .capsules
+            .get(id)
+            .ok_or_else(|| ProxyRefusal::NotFound(id.clone()))?;
+        let transition = self
+            .transitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied();
+        match (transition, capsule.state.status) {
+            (Some(state), _) => Err(ProxyRefusal::Unavailable {
+                id: id.clone(),
+                state: state.to_owned(),
+            }),
+            (None, CapsuleStatus::Running) => Ok(capsule.network.capsule_ip()),
+            (None, status) => Err(ProxyRefusal::Unavailable {
+                id: id.clone(),
+                state: status.as_str().to_owned(),
+            }),
+        }
     }
 }
 
@@ -154,9 +252,13 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Connect info gives the proxy the peer address for X-Forwarded-For.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 pub fn parse_id(raw: &str) -> Result<CapsuleId, ConnectError> {
@@ -211,11 +313,6 @@ use connectrpc::{
 };
 use wrenn_proto::hostagent::v1::*;
 
-/// For RPCs another module owns (pause/resume/snapshots: snapshot.rs; metrics: metrics.rs).
-fn not_yet(rpc: &str) -> ConnectError {
-    ConnectError::unimplemented(format!("{rpc} is not implemented by this agent yet"))
-}
-
 // Handlers name their concrete reply types rather than the trait's `impl Encodable`.
 #[allow(refining_impl_trait)]
 impl<R: Runtime> HostAgentService for AgentService<R> {
@@ -240,17 +337,19 @@ impl<R: Runtime> HostAgentService for AgentService<R> {
     async fn pause_sandbox(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, PauseSandboxRequest>,
+        request: ServiceRequest<'_, PauseSandboxRequest>,
     ) -> ServiceResult<PauseSandboxResponse> {
-        Err(not_yet("PauseSandbox"))
+        self.pause_impl(&request.to_owned_message().sandbox_id)
+            .await?;
+        Response::ok(PauseSandboxResponse::default())
     }
 
     async fn resume_sandbox(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, ResumeSandboxRequest>,
+        request: ServiceRequest<'_, ResumeSandboxRequest>,
     ) -> ServiceResult<ResumeSandboxResponse> {
-        Err(not_yet("ResumeSandbox"))
+        Response::ok(self.resume_impl(request.to_owned_message()).await?)
     }
 
     async fn exec(
@@ -354,25 +453,30 @@ impl<R: Runtime> HostAgentService for AgentService<R> {
     async fn create_snapshot(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, CreateSnapshotRequest>,
+        request: ServiceRequest<'_, CreateSnapshotRequest>,
     ) -> ServiceResult<CreateSnapshotResponse> {
-        Err(not_yet("CreateSnapshot"))
+        Response::ok(
+            self.create_snapshot_impl(request.to_owned_message())
+                .await?,
+        )
     }
 
     async fn delete_snapshot(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, DeleteSnapshotRequest>,
+        request: ServiceRequest<'_, DeleteSnapshotRequest>,
     ) -> ServiceResult<DeleteSnapshotResponse> {
-        Err(not_yet("DeleteSnapshot"))
+        self.delete_snapshot_impl(request.to_owned_message())
+            .await?;
+        Response::ok(DeleteSnapshotResponse::default())
     }
 
     async fn flatten_rootfs(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, FlattenRootfsRequest>,
+        request: ServiceRequest<'_, FlattenRootfsRequest>,
     ) -> ServiceResult<FlattenRootfsResponse> {
-        Err(not_yet("FlattenRootfs"))
+        Response::ok(self.flatten_rootfs_impl(request.to_owned_message()).await?)
     }
 
     async fn ping_sandbox(
@@ -396,17 +500,17 @@ impl<R: Runtime> HostAgentService for AgentService<R> {
     async fn get_sandbox_metrics(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, GetSandboxMetricsRequest>,
+        request: ServiceRequest<'_, GetSandboxMetricsRequest>,
     ) -> ServiceResult<GetSandboxMetricsResponse> {
-        Err(not_yet("GetSandboxMetrics"))
+        Response::ok(self.metrics_impl(request.to_owned_message())?)
     }
 
     async fn flush_sandbox_metrics(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, FlushSandboxMetricsRequest>,
+        request: ServiceRequest<'_, FlushSandboxMetricsRequest>,
     ) -> ServiceResult<FlushSandboxMetricsResponse> {
-        Err(not_yet("FlushSandboxMetrics"))
+        Response::ok(self.flush_metrics_impl(&request.to_owned_message().sandbox_id)?)
     }
 
     async fn pty_attach(
@@ -492,8 +596,8 @@ impl<R: Runtime> HostAgentService for AgentService<R> {
     async fn get_template_size(
         &self,
         _ctx: RequestContext,
-        _request: ServiceRequest<'_, GetTemplateSizeRequest>,
+        request: ServiceRequest<'_, GetTemplateSizeRequest>,
     ) -> ServiceResult<GetTemplateSizeResponse> {
-        Err(not_yet("GetTemplateSize"))
+        Response::ok(self.template_size_impl(request.to_owned_message()).await?)
     }
 }

@@ -1,11 +1,12 @@
 //! CreateSandbox, DestroySandbox, ListSandboxes, PingSandbox, Terminate.
 
-use super::{AgentService, capsule_error, parse_id};
+use super::{AgentService, capsule_error, lifecycle::snapshot_error, parse_id};
 use crate::capsule::{
     Capsule, CapsuleRequest, CapsuleStatus, DEFAULT_DISK_MB, DEFAULT_MEMORY_MB, DEFAULT_VCPUS,
 };
 use crate::image::MINIMAL;
 use crate::runtime::Runtime;
+use crate::snapshot::CloneRequest;
 use connectrpc::ConnectError;
 use std::time::Duration;
 use wrenn_proto::hostagent::v1::{
@@ -13,6 +14,8 @@ use wrenn_proto::hostagent::v1::{
 };
 
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a destroy waits for a pause/resume/snapshot of the same capsule to finish.
+const TRANSITION_WAIT: Duration = Duration::from_secs(60);
 /// Longest inactivity timeout accepted (a week); 0 disables auto-pause.
 const MAX_TIMEOUT_SEC: i32 = 7 * 86_400;
 
@@ -68,11 +71,11 @@ fn or_default(value: i32, default: u64, field: &str) -> Result<u64, ConnectError
     }
 }
 
-fn info(capsule: &Capsule) -> SandboxInfo {
+fn info(capsule: &Capsule, transition: Option<&'static str>) -> SandboxInfo {
     let s = &capsule.state;
     SandboxInfo {
         sandbox_id: capsule.id.to_string(),
-        status: s.status.as_str().to_owned(),
+        status: transition.unwrap_or(s.status.as_str()).to_owned(),
         template: s.template.clone(),
         vcpus: s.vcpus as i32,
         memory_mb: s.memory_mb as i32,
@@ -152,6 +155,14 @@ impl<R: Runtime> AgentService<R> {
         request.team_id = req.team_id;
         request.template_id = req.template_id;
 
+        // A snapshot template starts with its memory state; its vCPUs/memory win (spec §H).
+        if self
+            .capsules
+            .snapshot_template_meta(&request.template)
+            .is_ok()
+        {
+            return self.create_clone(request).await;
+        }
         let capsule = self.capsules.create(request).await.map_err(capsule_error)?;
         let init = match self.envd(id.as_str(), false) {
             Ok((_, envd)) => init_envd(&envd.http, &capsule).await,
@@ -165,6 +176,7 @@ impl<R: Runtime> AgentService<R> {
             }
             return Err(e);
         }
+        self.track(&capsule);
         Ok(CreateSandboxResponse {
             sandbox_id: id.to_string(),
             status: capsule.state.status.as_str().to_owned(),
@@ -174,23 +186,110 @@ impl<R: Runtime> AgentService<R> {
         })
     }
 
+    /// A clone of snapshot template `request.template` (already `/init`ed with its own id).
+    async fn create_clone(
+        &self,
+        request: CapsuleRequest,
+    ) -> Result<CreateSandboxResponse, ConnectError> {
+        let mut clone = CloneRequest::new(request.id, request.template);
+        clone.timeout_sec = request.timeout_sec;
+        clone.internet = request.internet;
+        clone.default_user = request.default_user;
+        clone.default_env = request.default_env;
+        clone.team_id = request.team_id;
+        clone.template_id = request.template_id;
+        let capsule = self
+            .capsules
+            .create_from_template(clone)
+            .await
+            .map_err(snapshot_error)?;
+        self.track(&capsule);
+        Ok(CreateSandboxResponse {
+            sandbox_id: capsule.id.to_string(),
+            status: capsule.state.status.as_str().to_owned(),
+            host_ip: capsule.network.capsule_ip().to_string(),
+            disk_size_mb: capsule.state.disk_mb as i32,
+            ..Default::default()
+        })
+    }
+
+    /// Starts the sampler and the inactivity timer for a running capsule.
+    pub(super) fn track(&self, capsule: &Capsule) {
+        let id = capsule.id.clone();
+        self.metrics.track(
+            id.clone(),
+            self.metrics
+                .gvisor_source(&id, &capsule.dir, capsule.state.vcpus),
+        );
+        self.ttl.track(id, capsule.state.timeout_sec.into());
+    }
+
+    /// Tracks the capsules `Capsules::recover` re-adopted: running ones resume sampling and
+    /// keep their persisted idle time (a restart does not reset the timer).
+    pub fn adopt_recovered(&self) {
+        for capsule in self.capsules.list() {
+            if capsule.state.status != CapsuleStatus::Running {
+                continue;
+            }
+            let id = capsule.id.clone();
+            self.metrics.track(
+                id.clone(),
+                self.metrics
+                    .gvisor_source(&id, &capsule.dir, capsule.state.vcpus),
+            );
+            let last_active = std::time::UNIX_EPOCH
+                + Duration::from_secs(capsule.state.last_active_at_unix.max(0) as u64);
+            self.ttl
+                .track_since(id, capsule.state.timeout_sec.into(), last_active);
+        }
+    }
+
+    /// Forgets a capsule in every tracker (destroy, or a capsule lost while pausing).
+    pub(super) fn forget(&self, id: &crate::id::CapsuleId) {
+        self.ttl.untrack(id);
+        self.metrics.untrack(id);
+        self.connections.remove(id);
+        self.forget_client(id);
+    }
+
     pub(super) async fn destroy_impl(&self, sandbox_id: &str) -> Result<(), ConnectError> {
         let id = parse_id(sandbox_id)?;
-        self.forget_client(&id);
+        // A pause/resume/snapshot in progress owns the sandbox and its network: let it finish
+        // rather than tear them down under it.
+        let deadline = tokio::time::Instant::now() + TRANSITION_WAIT;
+        while let Some(state) = self.transition(&id) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectError::failed_precondition(format!(
+                    "capsule {id} is still {state} after {TRANSITION_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.forget(&id);
         self.capsules.destroy(&id).await.map_err(capsule_error)
     }
 
     pub(super) fn list_impl(&self) -> ListSandboxesResponse {
         ListSandboxesResponse {
-            sandboxes: self.capsules.list().iter().map(info).collect(),
-            // Filled by the inactivity timer (ttl.rs) once it exists.
-            auto_paused_sandbox_ids: Vec::new(),
+            sandboxes: self
+                .capsules
+                .list()
+                .iter()
+                .map(|c| info(c, self.transition(&c.id)))
+                .collect(),
+            auto_paused_sandbox_ids: self
+                .ttl
+                .drain_auto_paused()
+                .iter()
+                .map(|id| id.to_string())
+                .collect(),
             ..Default::default()
         }
     }
 
     pub(super) fn ping_impl(&self, sandbox_id: &str) -> Result<(), ConnectError> {
         let id = parse_id(sandbox_id)?;
+        self.ttl.touch(&id);
         self.capsules.touch(&id).map_err(capsule_error)
     }
 
@@ -198,7 +297,7 @@ impl<R: Runtime> AgentService<R> {
     pub(super) async fn terminate_impl(&self) -> Result<(), ConnectError> {
         let mut failed = Vec::new();
         for capsule in self.capsules.list() {
-            self.forget_client(&capsule.id);
+            self.forget(&capsule.id);
             if let Err(e) = self.capsules.destroy(&capsule.id).await {
                 tracing::error!(id = %capsule.id, error = %e, "terminate: destroy failed");
                 failed.push(format!("{}: {e}", capsule.id));
