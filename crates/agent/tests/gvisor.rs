@@ -13,42 +13,20 @@ use connectrpc::client::{ClientConfig, HttpClient};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use wrenn_agent::capsule::{self, Capsule, CapsuleError, CapsuleRequest, Capsules};
+use wrenn_agent::capsule::{self, Capsule, CapsuleError, Capsules};
 use wrenn_agent::envd;
 use wrenn_agent::image;
-use wrenn_agent::network::Network;
-use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime};
+use wrenn_agent::runtime::gvisor::GvisorRuntime;
 use wrenn_agent::runtime::{Runtime, RuntimeError};
-use wrenn_agent::{CapsuleId, DataDir};
 use wrenn_proto::process::process_event::Event;
 use wrenn_proto::process::process_event::data_event::Output;
 use wrenn_proto::process::{ProcessClient, ProcessConfig, StartRequest};
 
 mod common;
 
-use common::{assert_no_leftovers, fixture, runsc_processes, serial};
+use common::{assert_no_leftovers, fixture, request, runsc_processes, runtime, serial, setup};
 
 const MAX_SLOTS: u32 = 64;
-
-async fn runtime(data_dir: &DataDir) -> GvisorRuntime {
-    GvisorRuntime::new(GvisorConfig::new(data_dir.runsc_root()))
-        .await
-        .expect("runsc ready")
-}
-
-/// Reclaims leftovers of earlier runs, then builds a fresh agent core.
-async fn setup(data_dir: &DataDir, max_slots: u32) -> Capsules<GvisorRuntime> {
-    let runtime = runtime(data_dir).await;
-    capsule::reclaim(data_dir, &runtime).await.expect("reclaim");
-    let network = Network::new(max_slots).await.expect("network");
-    Capsules::new(data_dir.clone(), network, runtime).with_health_timeout(Duration::from_secs(20))
-}
-
-fn request(internet: bool) -> CapsuleRequest {
-    let mut request = CapsuleRequest::new(CapsuleId::random().unwrap(), image::MINIMAL);
-    request.internet = internet;
-    request
-}
 
 struct ExecResult {
     exit_code: i32,

@@ -7,18 +7,16 @@
 
 mod common;
 
-use common::{assert_no_leftovers, fixture, serial};
+use common::{assert_no_leftovers, fixture, request, runtime, serial, setup};
 use connectrpc::client::{ClientConfig, HttpClient};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use wrenn_agent::capsule::{self, Capsule, CapsuleRequest, CapsuleStatus, Capsules};
+use wrenn_agent::capsule::{Capsule, CapsuleStatus, Capsules};
 use wrenn_agent::envd;
-use wrenn_agent::image;
-use wrenn_agent::network::Network;
 use wrenn_agent::runtime::Runtime;
-use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime};
+use wrenn_agent::runtime::gvisor::GvisorRuntime;
 use wrenn_agent::snapshot::{CloneRequest, ResumeOptions, SnapshotError};
 use wrenn_agent::{CapsuleId, DataDir};
 use wrenn_proto::process::process_event::Event;
@@ -30,26 +28,6 @@ const TEMPLATE: &str = "snaptest";
 const COUNTER: &str = "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count.tmp; mv /tmp/count.tmp /tmp/count; sleep 0.2; done' >/dev/null 2>&1 < /dev/null &";
 const HTTP_SERVER: &str =
     "cd /root && setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null &";
-
-async fn runtime(data_dir: &DataDir) -> GvisorRuntime {
-    GvisorRuntime::new(GvisorConfig::new(data_dir.runsc_root()))
-        .await
-        .expect("runsc ready")
-}
-
-/// Reclaims leftovers of earlier runs, then builds a fresh agent core.
-async fn setup(data_dir: &DataDir, max_slots: u32) -> Capsules<GvisorRuntime> {
-    let runtime = runtime(data_dir).await;
-    capsule::reclaim(data_dir, &runtime).await.expect("reclaim");
-    let network = Network::new(max_slots).await.expect("network");
-    Capsules::new(data_dir.clone(), network, runtime).with_health_timeout(Duration::from_secs(20))
-}
-
-fn request(internet: bool) -> CapsuleRequest {
-    let mut request = CapsuleRequest::new(CapsuleId::random().unwrap(), image::MINIMAL);
-    request.internet = internet;
-    request
-}
 
 /// Runs `sh -c script` through envd's process service; combined output. Never `runsc exec`:
 /// a process it started and still alive at checkpoint makes the image unrestorable.

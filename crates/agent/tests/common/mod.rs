@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
-use wrenn_agent::DataDir;
+use wrenn_agent::capsule::{CapsuleRequest, Capsules};
 use wrenn_agent::image::{self, BuildOptions};
+use wrenn_agent::network::Network;
+use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime};
+use wrenn_agent::{CapsuleId, DataDir};
 
 static FIXTURE: OnceCell<Option<DataDir>> = OnceCell::const_new();
 
@@ -210,4 +213,27 @@ pub async fn assert_no_leftovers(data_dir: &DataDir) {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(dirs.is_empty(), "capsule dirs left: {dirs:?}");
+}
+
+/// The gVisor runtime rooted in `data_dir`.
+pub async fn runtime(data_dir: &DataDir) -> GvisorRuntime {
+    GvisorRuntime::new(GvisorConfig::new(data_dir.runsc_root()))
+        .await
+        .expect("runsc ready")
+}
+
+/// Reclaims leftovers of earlier runs, then builds a fresh agent core.
+pub async fn setup(data_dir: &DataDir, max_slots: u32) -> Capsules<GvisorRuntime> {
+    let runtime = runtime(data_dir).await;
+    wrenn_agent::capsule::reclaim(data_dir, &runtime)
+        .await
+        .expect("reclaim");
+    let network = Network::new(max_slots).await.expect("network");
+    Capsules::new(data_dir.clone(), network, runtime).with_health_timeout(Duration::from_secs(20))
+}
+
+pub fn request(internet: bool) -> CapsuleRequest {
+    let mut request = CapsuleRequest::new(CapsuleId::random().unwrap(), image::MINIMAL);
+    request.internet = internet;
+    request
 }
