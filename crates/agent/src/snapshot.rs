@@ -50,6 +50,8 @@ use std::time::{Duration, Instant};
 /// Marks a template directory as a snapshot template.
 pub const TEMPLATE_META: &str = "template.json";
 /// The checkpoint image inside `snapshots/<id>/` and `images/<name>/`.
+/// Restore attempts per resume (see `resume`).
+const RESUME_ATTEMPTS: u32 = 2;
 const IMAGE: &str = "image";
 /// envd answers prepare at once; [R6] allows 30 s.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -321,28 +323,41 @@ impl<R: Runtime> Capsules<R> {
         }
         state.default_env.extend(options.default_env);
         let rootfs = self.data_dir().template_rootfs(&state.template)?;
-        let network = self
-            .network()
-            .setup_preferring(state.internet, state.slot)
-            .await?;
         let init = InitBody::for_state(&state, None);
-        if let Err(e) = self
-            .restore_into(
-                id,
-                rootfs,
-                &capsule.dir,
-                &network,
-                capsule.limits,
-                &image,
-                &init,
-            )
-            .await
-        {
-            if let Err(te) = self.network().teardown(&network).await {
-                tracing::warn!(%id, error = %te, "network cleanup after failed resume");
+        // runsc restore occasionally dies (seen: a SIGSEGV right after it starts, then envd never
+        // answers). The image is intact after a failed attempt, so one retry in a fresh netns
+        // (runsc strips the address from the one it used) turns that into a slower resume.
+        let mut attempt = 1;
+        let network = loop {
+            let network = self
+                .network()
+                .setup_preferring(state.internet, state.slot)
+                .await?;
+            let restored = self
+                .restore_into(
+                    id,
+                    rootfs.clone(),
+                    &capsule.dir,
+                    &network,
+                    capsule.limits,
+                    &image,
+                    &init,
+                )
+                .await;
+            match restored {
+                Ok(()) => break network,
+                Err(e) => {
+                    if let Err(te) = self.network().teardown(&network).await {
+                        tracing::warn!(%id, error = %te, "network cleanup after failed resume");
+                    }
+                    if attempt == RESUME_ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::warn!(%id, attempt, error = %e, "restore failed; retrying");
+                    attempt += 1;
+                }
             }
-            return Err(e);
-        }
+        };
         if let Some(live) = self.lock_live().get_mut(id) {
             live.network = network.clone();
         }
