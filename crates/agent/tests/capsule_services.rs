@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::envd_sh as exec;
+
 use axum::body::Body;
 use axum::http::StatusCode;
-use connectrpc::client::{ClientConfig, HttpClient};
 use hyper_util::rt::TokioIo;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,53 +19,6 @@ use wrenn_agent::metrics::{MetricPoint, Metrics, Range};
 use wrenn_agent::network::Network;
 use wrenn_agent::proxy::{self, Proxy, ProxyRefusal};
 use wrenn_agent::runtime::gvisor::{GvisorConfig, GvisorRuntime};
-use wrenn_proto::process::process_event::Event;
-use wrenn_proto::process::process_event::data_event::Output;
-use wrenn_proto::process::{ProcessClient, ProcessConfig, StartRequest};
-
-/// Runs `sh -c script` through envd; returns (exit code, stdout+stderr).
-async fn exec(capsule: &Capsule, script: &str) -> (i32, String) {
-    let client = ProcessClient::new(
-        HttpClient::plaintext(),
-        ClientConfig::new(capsule.envd_url().parse().unwrap()),
-    );
-    let request = StartRequest {
-        process: ProcessConfig {
-            cmd: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            ..Default::default()
-        }
-        .into(),
-        ..Default::default()
-    };
-    let mut stream = client.start(request).await.expect("envd start");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(remaining, stream.message())
-            .await
-            .expect("exec timed out")
-            .expect("exec stream")
-            .expect("exec stream closed without an end event");
-        match message
-            .to_owned_message()
-            .event
-            .into_option()
-            .and_then(|e| e.event)
-        {
-            Some(Event::Data(data)) => {
-                if let Some(Output::Stdout(b) | Output::Stderr(b)) = data.output {
-                    out.extend_from_slice(&b);
-                }
-            }
-            Some(Event::End(end)) => {
-                return (end.exit_code, String::from_utf8_lossy(&out).into_owned());
-            }
-            _ => {}
-        }
-    }
-}
 
 /// Waits until the newest raw point satisfies `pred`.
 async fn wait_point(

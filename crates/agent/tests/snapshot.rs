@@ -8,7 +8,6 @@
 mod common;
 
 use common::{assert_no_leftovers, fixture, request, runtime, serial, setup};
-use connectrpc::client::{ClientConfig, HttpClient};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -19,9 +18,6 @@ use wrenn_agent::runtime::Runtime;
 use wrenn_agent::runtime::gvisor::GvisorRuntime;
 use wrenn_agent::snapshot::{CloneRequest, ResumeOptions, SnapshotError};
 use wrenn_agent::{CapsuleId, DataDir};
-use wrenn_proto::process::process_event::Event;
-use wrenn_proto::process::process_event::data_event::Output;
-use wrenn_proto::process::{ProcessClient, ProcessConfig, StartRequest};
 
 const MAX_SLOTS: u32 = 64;
 const TEMPLATE: &str = "snaptest";
@@ -29,47 +25,10 @@ const COUNTER: &str = "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /
 const HTTP_SERVER: &str =
     "cd /root && setsid python3 -m http.server 8000 >/dev/null 2>&1 < /dev/null &";
 
-/// Runs `sh -c script` through envd's process service; combined output. Never `runsc exec`:
-/// a process it started and still alive at checkpoint makes the image unrestorable.
+/// Combined output of `sh -c script` run through envd. Never `runsc exec`: a process it
+/// started and still alive at checkpoint makes the image unrestorable.
 async fn exec(capsule: &Capsule, script: &str) -> String {
-    let client = ProcessClient::new(
-        HttpClient::plaintext(),
-        ClientConfig::new(capsule.envd_url().parse().unwrap()),
-    );
-    let request = StartRequest {
-        process: ProcessConfig {
-            cmd: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            ..Default::default()
-        }
-        .into(),
-        ..Default::default()
-    };
-    let mut stream = client.start(request).await.expect("envd process start");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let message = tokio::time::timeout(remaining, stream.message())
-            .await
-            .expect("exec timed out")
-            .expect("exec stream")
-            .expect("exec stream closed without an end event");
-        match message
-            .to_owned_message()
-            .event
-            .into_option()
-            .and_then(|e| e.event)
-        {
-            Some(Event::Data(data)) => {
-                if let Some(Output::Stdout(bytes) | Output::Stderr(bytes)) = data.output {
-                    out.extend_from_slice(&bytes);
-                }
-            }
-            Some(Event::End(_)) => return String::from_utf8_lossy(&out).into_owned(),
-            _ => {}
-        }
-    }
+    common::envd_sh(capsule, script).await.1
 }
 
 /// The counter's current value (0 when unreadable).

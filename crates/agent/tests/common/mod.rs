@@ -237,3 +237,51 @@ pub fn request(internet: bool) -> CapsuleRequest {
     request.internet = internet;
     request
 }
+
+/// Runs `sh -c script` through envd; returns (exit code, stdout+stderr).
+pub async fn envd_sh(capsule: &wrenn_agent::capsule::Capsule, script: &str) -> (i32, String) {
+    let client = wrenn_proto::process::ProcessClient::new(
+        connectrpc::client::HttpClient::plaintext(),
+        connectrpc::client::ClientConfig::new(capsule.envd_url().parse().unwrap()),
+    );
+    let request = wrenn_proto::process::StartRequest {
+        process: wrenn_proto::process::ProcessConfig {
+            cmd: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            ..Default::default()
+        }
+        .into(),
+        ..Default::default()
+    };
+    let mut stream = client.start(request).await.expect("envd start");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(remaining, stream.message())
+            .await
+            .expect("exec timed out")
+            .expect("exec stream")
+            .expect("exec stream closed without an end event");
+        match message
+            .to_owned_message()
+            .event
+            .into_option()
+            .and_then(|e| e.event)
+        {
+            Some(wrenn_proto::process::process_event::Event::Data(data)) => {
+                if let Some(
+                    wrenn_proto::process::process_event::data_event::Output::Stdout(b)
+                    | wrenn_proto::process::process_event::data_event::Output::Stderr(b),
+                ) = data.output
+                {
+                    out.extend_from_slice(&b);
+                }
+            }
+            Some(wrenn_proto::process::process_event::Event::End(end)) => {
+                return (end.exit_code, String::from_utf8_lossy(&out).into_owned());
+            }
+            _ => {}
+        }
+    }
+}
