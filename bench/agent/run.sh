@@ -8,7 +8,7 @@
 #                           symlink instead of building
 #   WRENN_BENCH_DIR=DIR     scratch data dir (default: $CARGO_TARGET_DIR/tmp/agent-bench)
 #
-# It takes the agent tests' host-wide lock ($target/tmp/wrenn-agent-gvisor.lock): an agent that
+# It takes the agent tests' host-wide lock (/run/lock/wrenn-capsules.lock): an agent that
 # starts reclaims every `wrenn-` netns it does not own, so capsule runs must not overlap.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,4 +37,4 @@ else
     "$target/release/wrenn" image build minimal --data-dir "$data" --envd-bin "$envd"
 fi
 exec "$target/release/agent-bench" --wrenn "$target/release/wrenn" --data-dir "$data" \
-    --lock "$target/tmp/wrenn-agent-gvisor.lock" "$@"
+    --lock /run/lock/wrenn-capsules.lock "$@"

@@ -102,10 +102,15 @@ pub fn envd_binary() -> PathBuf {
     static_target.join("x86_64-unknown-linux-gnu/release/envd")
 }
 
+/// The host-wide lock every capsule test, bench and experiment takes. It lives outside any target
+/// dir because what it guards is host-wide: an agent that starts reclaims every `wrenn-` netns it
+/// does not own, whichever checkout or target dir it was built in.
+pub const HOST_LOCK: &str = "/run/lock/wrenn-capsules.lock";
+
 /// Serializes every capsule test across threads and processes: they share host-wide state (the
 /// `wrenn` nft table, `wrenn-` names).
 pub async fn serial() -> nix::fcntl::Flock<std::fs::File> {
-    let path = target_dir().join("tmp/wrenn-agent-gvisor.lock");
+    let path = std::path::PathBuf::from(HOST_LOCK);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::fs::OpenOptions::new()
         .create(true)
