@@ -11,6 +11,7 @@
 mod error;
 mod events;
 mod identity;
+mod launch;
 mod manager;
 mod output;
 mod pty;

@@ -3,7 +3,7 @@
 //! envd may be PID 1 (and is a child subreaper otherwise), so orphans get
 //! reparented to it and must be reaped. A `waitpid(-1)` loop would steal the
 //! statuses of children someone else waits for, so every child envd starts is
-//! forked through [`Reaper::spawn`] and its status is routed back to it here;
+//! started through [`Reaper::track`] and its status is routed back to it here;
 //! statuses of untracked pids (orphans) are discarded. Nothing else in envd may
 //! call `Child::wait`/`output`/`status` or use `tokio::process`.
 
@@ -11,7 +11,6 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -100,20 +99,18 @@ impl Reaper {
         }
     }
 
-    /// Forks and execs `cmd`, registering the child before anything can reap
-    /// it. The returned `Child` must never be waited on: its status arrives on
-    /// the receiver.
-    pub fn spawn(
+    /// Runs `start` (which creates a child and returns its pid) with the
+    /// table locked, registering the child before anything can reap it. Its
+    /// status arrives on the receiver.
+    pub fn track(
         &self,
-        cmd: &mut Command,
-    ) -> std::io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+        start: impl FnOnce() -> std::io::Result<libc::pid_t>,
+    ) -> std::io::Result<(libc::pid_t, oneshot::Receiver<ExitStatus>)> {
         let mut tracked = self.lock();
-        cmd.spawn().map(|child| {
-            let (tx, rx) = oneshot::channel();
-            // Pids fit in i32 on Linux; `Child::id` is u32 only for portability.
-            tracked.insert(child.id() as i32, tx);
-            (child, rx)
-        })
+        let pid = start()?;
+        let (tx, rx) = oneshot::channel();
+        tracked.insert(pid, tx);
+        Ok((pid, rx))
     }
 
     /// Sends `signal` to a tracked child. Returns false if it was already

@@ -1,17 +1,17 @@
-//! Fork+exec of a requested process: credentials, environment, cwd, stdio or PTY.
+//! Turning a request into a running process: credentials, environment, cwd,
+//! stdio or PTY (the clone+exec itself is in `launch`).
 
 use super::error::ProcessError;
 use super::identity::RunAs;
+use super::launch;
 use super::pty;
 use super::reaper::{ExitStatus, Reaper};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -112,122 +112,89 @@ fn cstring(what: &str, s: &[u8]) -> Result<CString, ProcessError> {
 /// controlling tty.
 pub fn spawn(reaper: &Reaper, spec: &Spec) -> Result<Spawned, ProcessError> {
     let cwd = cstring("cwd", spec.cwd.as_os_str().as_bytes())?;
-    cstring("cmd", spec.program.as_bytes())?;
+    let mut argv = vec![cstring("cmd", spec.program.as_bytes())?];
     for arg in &spec.args {
-        cstring("argument", arg.as_bytes())?;
+        argv.push(cstring("argument", arg.as_bytes())?);
     }
+    let mut envp = Vec::with_capacity(spec.env.len());
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') {
             return Err(ProcessError::InvalidArgument(format!(
                 "invalid env var name '{k}'"
             )));
         }
-        cstring("env var", k.as_bytes())?;
-        cstring("env var", v.as_bytes())?;
+        envp.push(cstring("env var", format!("{k}={v}").as_bytes())?);
     }
+    // PATH lookup uses the process's own PATH, as a shell started with that
+    // environment would.
+    let path_var = spec.env.get("PATH").map_or(FALLBACK_PATH, String::as_str);
+    let path =
+        launch::resolve_program(&spec.program, path_var).map_err(|e| spawn_error(spec, e))?;
     let ids = spec.run_as.switch.then(|| {
         let a = &spec.run_as.account;
         let groups: Vec<libc::gid_t> = a.groups.iter().map(|g| g.as_raw()).collect();
         (a.uid.as_raw(), a.gid.as_raw(), groups)
     });
 
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args).env_clear().envs(&spec.env);
-
-    let master = match spec.pty {
+    // The child's ends of its stdio; they are closed here once it has exec'd.
+    let child_ends: [OwnedFd; 3];
+    let io = match spec.pty {
         Some(size) => {
             let (master, slave) = pty::open(size.cols, size.rows)
                 .map_err(|e| ProcessError::io("allocating a pty", e))?;
             let dup = |f: &std::fs::File| {
                 f.try_clone()
+                    .map(OwnedFd::from)
                     .map_err(|e| ProcessError::io("duplicating the pty", e))
             };
-            cmd.stdin(Stdio::from(dup(&slave)?))
-                .stdout(Stdio::from(dup(&slave)?))
-                .stderr(Stdio::from(slave));
-            Some(Arc::new(master))
+            child_ends = [dup(&slave)?, dup(&slave)?, OwnedFd::from(slave)];
+            Io::Pty(Arc::new(master))
         }
-        None => {
-            cmd.stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-            None
-        }
-    };
-    let ctty = master.is_some();
-
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe syscalls on data prepared above (no allocation).
-    // Credentials are changed here rather than with `CommandExt::uid` because
-    // std would drop supplementary groups and chdir before switching user.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Descriptors envd inherited without close-on-exec must not reach
-            // the process. (Best effort: needs Linux 5.11.)
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some((uid, gid, groups)) = &ids
-                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(*gid) < 0
-                    || libc::setuid(*uid) < 0)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // As the target user, so a directory it cannot enter fails the start.
-            if libc::chdir(cwd.as_ptr()) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-
-    let (mut child, exit) = reaper.spawn(&mut cmd).map_err(|e| spawn_error(spec, e))?;
-    // Dropping the command closes our copies of the pty slave, so reading the
-    // master reports EOF once the process side is gone.
-    drop(cmd);
-    let pid = child.id();
-    let io = match master {
-        Some(master) => Io::Pty(master),
         None => {
             let pipe_err = |e| ProcessError::io("setting up process pipes", e);
-            let stdin = child
-                .stdin
-                .take()
-                .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)))
-                .transpose()
-                .map_err(pipe_err)?;
-            let stdout = child
-                .stdout
-                .take()
-                .ok_or_else(|| pipe_err(io::Error::other("missing stdout pipe")))?;
-            let stderr = child
-                .stderr
-                .take()
-                .ok_or_else(|| pipe_err(io::Error::other("missing stderr pipe")))?;
+            let (stdin_read, stdin) = if spec.stdin {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| pipe_err(e.into()))?;
+                (
+                    read,
+                    Some(pipe::Sender::from_owned_fd(write).map_err(pipe_err)?),
+                )
+            } else {
+                let null = std::fs::File::open("/dev/null").map_err(pipe_err)?;
+                (OwnedFd::from(null), None)
+            };
+            let (stdout, stdout_write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+            let (stderr, stderr_write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+            child_ends = [stdin_read, stdout_write, stderr_write];
             Io::Pipes {
                 stdin,
-                stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout)).map_err(pipe_err)?,
-                stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr)).map_err(pipe_err)?,
+                stdout: pipe::Receiver::from_owned_fd(stdout).map_err(pipe_err)?,
+                stderr: pipe::Receiver::from_owned_fd(stderr).map_err(pipe_err)?,
             }
         }
     };
-    // Never waited on: the reaper delivers the status through `exit`.
-    drop(child);
-    Ok(Spawned { pid, io, exit })
+    let plan = launch::Launch {
+        path,
+        argv,
+        envp,
+        cwd,
+        stdio: child_ends.each_ref().map(|fd| fd.as_raw_fd()),
+        controlling_tty: matches!(io, Io::Pty(_)),
+        ids,
+    };
+    let (pid, exit) = reaper
+        .track(|| launch::spawn(&plan))
+        .map_err(|e| spawn_error(spec, e))?;
+    // Closing our copies of the child's ends: reading the pipes or the pty
+    // master reports EOF once the process side is gone.
+    drop(child_ends);
+    Ok(Spawned {
+        pid: pid as u32,
+        io,
+        exit,
+    })
 }
 
 fn spawn_error(spec: &Spec, e: io::Error) -> ProcessError {
