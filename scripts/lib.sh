@@ -68,3 +68,33 @@ build_envd() {
             cargo build --locked --release --target "$ENVD_TARGET" -p envd)
     [[ -x $ENVD_BIN ]] || die "build finished but $ENVD_BIN is missing"
 }
+
+# PostgreSQL for the control plane's tests (crates/server/tests run against SQLite and this).
+TEST_PG_NAME=wrenn_test
+
+# setup_test_postgres: installs Debian's PostgreSQL, starts its first cluster and creates the
+# role and database $TEST_PG_NAME (password = name) unless they exist. Safe to re-run.
+setup_test_postgres() {
+    apt_install postgresql
+    local ver name port status
+    read -r ver name port status _ < <(pg_lsclusters --no-header | head -n1) ||
+        die "no PostgreSQL cluster found (pg_lsclusters)"
+    if [[ $status != online* ]]; then
+        log "starting PostgreSQL cluster $ver/$name"
+        pg_ctlcluster "$ver" "$name" start
+    fi
+    local psql=(runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -qtA)
+    if [[ $("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = '$TEST_PG_NAME'") != 1 ]]; then
+        "${psql[@]}" -c "CREATE ROLE $TEST_PG_NAME LOGIN PASSWORD '$TEST_PG_NAME'"
+    fi
+    if [[ $("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$TEST_PG_NAME'") != 1 ]]; then
+        "${psql[@]}" -c "CREATE DATABASE $TEST_PG_NAME OWNER $TEST_PG_NAME"
+    fi
+}
+
+# test_postgres_url: the URL of that database (what WRENN_TEST_POSTGRES_URL must hold).
+test_postgres_url() {
+    local port
+    port=$(pg_lsclusters --no-header 2>/dev/null | awk 'NR == 1 { print $3 }')
+    printf 'postgres://%s:%s@127.0.0.1:%s/%s\n' "$TEST_PG_NAME" "$TEST_PG_NAME" "${port:-5432}" "$TEST_PG_NAME"
+}

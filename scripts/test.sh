@@ -3,6 +3,8 @@
 #   deps      Debian packages, the Rust toolchain check, a Python venv (.venv/) with the e2b SDK
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
+#   postgres  PostgreSQL cluster + test database for the control plane's tests
+#             (exports WRENN_TEST_POSTGRES_URL; with CI=true those tests fail without it)
 #   test      cargo test --workspace --no-fail-fast (every test binary runs)
 #   build     release (static) envd, used by the agent's capsule image and the e2b suite
 #   e2b       the public e2b Python SDK against envd (tests/e2b, pytest)
@@ -131,6 +133,8 @@ step clippy cargo clippy --locked --workspace --all-targets -- -D warnings
 # The static envd goes first: the agent's tests put it into the capsule image.
 step build build_envd
 export WRENN_ENVD_BIN=$ENVD_BIN
+step postgres setup_test_postgres
+export WRENN_TEST_POSTGRES_URL=${WRENN_TEST_POSTGRES_URL:-$(test_postgres_url)}
 step test cargo test --locked --workspace --no-fail-fast
 if passed build; then
     step e2b run_e2b
