@@ -1381,6 +1381,7 @@ async fn main() -> Result<()> {
         limits: Limits {
             vcpus: capsule::DEFAULT_VCPUS,
             memory_mb: capsule::DEFAULT_MEMORY_MB,
+            disk_mb: capsule::DEFAULT_DISK_MB,
         },
     };
     println!(

@@ -357,7 +357,9 @@ impl<R: Runtime> Capsules<R> {
         rootfs: PathBuf,
         dir: &Path,
     ) -> Result<Capsule, CapsuleError> {
-        let network = self.network.setup(request.internet).await?;
+        let network = self
+            .network_and_storage(request.internet, None, dir, request.disk_mb)
+            .await?;
         let result = self.start_sandbox(request, rootfs, dir, &network).await;
         if result.is_err()
             && let Err(e) = self.network.teardown(&network).await
@@ -365,6 +367,42 @@ impl<R: Runtime> Capsules<R> {
             tracing::warn!(id = %request.id, error = %e, "network cleanup after failed create");
         }
         result
+    }
+
+    /// Sets up a network (the preferred slot if free) and the capsule's storage at once: they are
+    /// independent, and the disk's mkfs + mount would otherwise add to every create. On error
+    /// neither is left (storage is also released when the capsule dir is removed).
+    pub(crate) async fn network_and_storage(
+        &self,
+        internet: bool,
+        preferred_slot: Option<u32>,
+        dir: &Path,
+        disk_mb: u64,
+    ) -> Result<CapsuleNetwork, CapsuleError> {
+        let network = async {
+            match preferred_slot {
+                Some(slot) => self.network.setup_preferring(internet, slot).await,
+                None => self.network.setup(internet).await,
+            }
+        };
+        let (network, storage) = tokio::join!(network, self.runtime.prepare_storage(dir, disk_mb));
+        match (network, storage) {
+            (Ok(network), Ok(())) => Ok(network),
+            (Ok(network), Err(e)) => {
+                if let Err(te) = self.network.teardown(&network).await {
+                    tracing::warn!(dir = %dir.display(), error = %te, "network cleanup after failed storage setup");
+                }
+                Err(e.into())
+            }
+            (Err(e), Ok(())) => {
+                if let Err(re) = self.runtime.release_storage(dir).await {
+                    tracing::warn!(dir = %dir.display(), error = %re, "storage cleanup after failed network setup");
+                }
+                Err(e.into())
+            }
+            // prepare_storage cleans up after itself.
+            (Err(e), Err(_)) => Err(e.into()),
+        }
     }
 
     async fn start_sandbox(
@@ -377,6 +415,7 @@ impl<R: Runtime> Capsules<R> {
         let limits = Limits {
             vcpus: request.vcpus,
             memory_mb: request.memory_mb,
+            disk_mb: request.disk_mb,
         };
         let now = unix_now();
         let state = CapsuleState {
@@ -549,6 +588,7 @@ impl<R: Runtime> Capsules<R> {
             limits: Limits {
                 vcpus: state.vcpus,
                 memory_mb: state.memory_mb,
+                disk_mb: state.disk_mb,
             },
             network: network.clone(),
             dir: dir.to_owned(),
@@ -625,6 +665,8 @@ pub async fn reclaim<R: Runtime>(
     let mut capsule_dirs = 0;
     if let Ok(entries) = std::fs::read_dir(data_dir.capsules()) {
         for entry in entries.flatten() {
+            crate::disk::unmount_all_under(&entry.path())
+                .map_err(|e| CapsuleError::Runtime(e.into()))?;
             std::fs::remove_dir_all(entry.path()).map_err(io_error("removing", &entry.path()))?;
             capsule_dirs += 1;
         }
@@ -729,7 +771,11 @@ pub(crate) fn write_etc_files(
     Ok(mounts)
 }
 
+/// Removes a capsule's directory, unmounting its disk (or anything else mounted inside) first.
 pub(crate) fn remove_dir(dir: &Path) {
+    if let Err(e) = crate::disk::unmount_all_under(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "unmounting inside capsule directory");
+    }
     if let Err(e) = std::fs::remove_dir_all(dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {

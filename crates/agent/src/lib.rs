@@ -1,11 +1,13 @@
 //! Wrenn host agent: everything that runs capsules on one host.
 //!
 //! The modules each have one job: [`runtime`] isolates a capsule (gVisor today, Firecracker
-//! later), [`network`] gives it a namespace, addresses and an egress policy, [`image`] builds the
+//! later), [`network`] gives it a namespace, addresses and an egress policy, [`disk`] caps its writable
+//! layer, [`image`] builds the
 //! templates capsules start from, and [`capsule`] combines them into create/destroy with rollback.
 
 pub mod capsule;
 pub mod command;
+pub mod disk;
 pub mod envd;
 pub mod id;
 pub mod image;

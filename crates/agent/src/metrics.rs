@@ -527,7 +527,9 @@ impl DiskProbe {
 
 fn is_filestore(fd_path: &Path, overlay_dir: &Path) -> bool {
     std::fs::read_link(fd_path).is_ok_and(|target| {
-        target.parent() == Some(overlay_dir)
+        // With the capsule's disk mounted on the overlay dir (crate::disk), the sandbox (which
+        // pivoted away from the host's root) sees the file at that filesystem's root.
+        (target.parent() == Some(overlay_dir) || target.parent() == Some(Path::new("/")))
             && target
                 .file_name()
                 .and_then(|n| n.to_str())

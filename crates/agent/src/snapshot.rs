@@ -283,6 +283,10 @@ impl<R: Runtime> Capsules<R> {
             // A stopped container runs nothing; the next recover removes unknown ones.
             tracing::warn!(%id, error = %e, "removing the checkpointed sandbox");
         }
+        // The writable layer is inside the checkpoint image: a paused capsule holds no disk.
+        if let Err(e) = self.runtime().release_storage(&capsule.dir).await {
+            tracing::warn!(%id, error = %e, "releasing the disk of a paused capsule");
+        }
         if let Err(e) = released {
             // Leftover links/netns are reclaimed by the next recover.
             tracing::warn!(%id, error = %e, "releasing the network of a paused capsule");
@@ -329,10 +333,29 @@ impl<R: Runtime> Capsules<R> {
         // (runsc strips the address from the one it used) turns that into a slower resume.
         let mut attempt = 1;
         let network = loop {
-            let network = self
-                .network()
-                .setup_preferring(state.internet, state.slot)
-                .await?;
+            let network = if attempt == 1 {
+                self.network_and_storage(
+                    state.internet,
+                    Some(state.slot),
+                    &capsule.dir,
+                    state.disk_mb,
+                )
+                .await?
+            } else {
+                match self
+                    .network()
+                    .setup_preferring(state.internet, state.slot)
+                    .await
+                {
+                    Ok(network) => network,
+                    Err(e) => {
+                        if let Err(se) = self.runtime().release_storage(&capsule.dir).await {
+                            tracing::warn!(%id, error = %se, "storage cleanup after failed resume");
+                        }
+                        return Err(CapsuleError::from(e).into());
+                    }
+                }
+            };
             let restored = self
                 .restore_into(
                     id,
@@ -351,6 +374,9 @@ impl<R: Runtime> Capsules<R> {
                         tracing::warn!(%id, error = %te, "network cleanup after failed resume");
                     }
                     if attempt == RESUME_ATTEMPTS {
+                        if let Err(se) = self.runtime().release_storage(&capsule.dir).await {
+                            tracing::warn!(%id, error = %se, "storage cleanup after failed resume");
+                        }
                         return Err(e);
                     }
                     tracing::warn!(%id, attempt, error = %e, "restore failed; retrying");
@@ -583,8 +609,11 @@ impl<R: Runtime> Capsules<R> {
         let limits = Limits {
             vcpus: meta.vcpus,
             memory_mb: meta.memory_mb,
+            disk_mb: meta.disk_mb,
         };
-        let network = self.network().setup(request.internet).await?;
+        let network = self
+            .network_and_storage(request.internet, None, dir, meta.disk_mb)
+            .await?;
         let now = capsule::unix_now();
         let mut default_env = meta.default_env.clone();
         default_env.extend(request.default_env.clone());

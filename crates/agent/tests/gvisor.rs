@@ -318,7 +318,8 @@ async fn capsule_runs_envd_and_destroy_leaves_nothing() {
         !template.join("root/wrenn-probe").exists(),
         "write reached the template"
     );
-    // They go to an (unlinked) filestore in the capsule's own overlay dir, held by the sandbox.
+    // They go to an (unlinked) filestore in the capsule's own overlay dir (its disk, mounted
+    // there), held by the sandbox.
     let pid = capsules
         .runtime()
         .state(&capsule.id)
@@ -330,7 +331,14 @@ async fn capsule_runs_envd_and_destroy_leaves_nothing() {
     let holds_filestore = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&overlay)));
+        .any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("/runsc-filestore-"))
+        });
+    assert_eq!(
+        wrenn_agent::disk::mounts_under(&capsule.dir),
+        [overlay.clone()]
+    );
     assert!(
         holds_filestore,
         "sandbox {pid} has no filestore in {}",
@@ -358,6 +366,51 @@ async fn capsule_runs_envd_and_destroy_leaves_nothing() {
         capsules.destroy(&capsule.id).await,
         Err(CapsuleError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn disk_size_caps_writes_and_the_capsule_survives() {
+    let Some(data_dir) = fixture().await else {
+        return;
+    };
+    let _lock = serial().await;
+    let capsules = setup(&data_dir, MAX_SLOTS).await;
+    let mut req = request(false);
+    req.disk_mb = wrenn_agent::capsule::MIN_DISK_MB;
+    let capsule = capsules.create(req).await.expect("create");
+    // The capsule's writable layer is its own filesystem of the requested size.
+    let mounts = wrenn_agent::disk::mounts_under(&capsule.dir);
+    assert_eq!(mounts, [capsule.dir.join("overlay")], "{mounts:?}");
+
+    // 100 MiB fits; 600 MiB more does not fit in 512 MiB: ENOSPC inside, nothing killed.
+    let small = exec(
+        &capsules,
+        &capsule,
+        "dd if=/dev/zero of=/root/small bs=1M count=100 2>&1 && echo small-ok",
+    )
+    .await;
+    assert!(small.stdout.contains("small-ok"), "{}", small.stdout);
+    let big = exec(
+        &capsules,
+        &capsule,
+        "dd if=/dev/zero of=/root/big bs=1M count=600 2>&1; echo exit=$?",
+    )
+    .await;
+    assert!(
+        big.stdout.contains("No space left on device") && !big.stdout.contains("exit=0"),
+        "{}",
+        big.stdout
+    );
+    let alive = exec(
+        &capsules,
+        &capsule,
+        "rm -f /root/big; cat /root/small | wc -c",
+    )
+    .await;
+    assert_eq!(alive.stdout.trim(), "104857600", "{}", alive.stdout);
+
+    capsules.destroy(&capsule.id).await.expect("destroy");
+    assert_no_leftovers(&data_dir).await;
 }
 
 #[tokio::test]

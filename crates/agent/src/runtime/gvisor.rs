@@ -29,6 +29,7 @@
 
 use super::{Limits, Runtime, RuntimeError, SandboxInfo, SandboxSpec, SandboxStatus};
 use crate::command::{self, CommandError};
+use crate::disk;
 use crate::id::CapsuleId;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
@@ -400,6 +401,17 @@ fn checkpoint_failure_summary(output: &str) -> String {
 impl Runtime for GvisorRuntime {
     fn name(&self) -> &'static str {
         "gvisor"
+    }
+
+    /// The overlay filestore dir becomes a loop-mounted ext4 of the disk size: gVisor allocates
+    /// the overlay's pages in that file, so writes past the size fail with ENOSPC inside the
+    /// capsule and the sandbox keeps running (verified). See [`crate::disk`].
+    async fn prepare_storage(&self, state_dir: &Path, disk_mb: u64) -> Result<(), RuntimeError> {
+        Ok(disk::attach(&overlay_dir(state_dir), disk_mb).await?)
+    }
+
+    async fn release_storage(&self, state_dir: &Path) -> Result<(), RuntimeError> {
+        Ok(disk::detach(&overlay_dir(state_dir)).await?)
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
@@ -842,6 +854,7 @@ mod tests {
             limits: Limits {
                 vcpus: 2,
                 memory_mb: 512,
+                disk_mb: 1024,
             },
             init_args: vec![
                 "/usr/local/bin/envd".into(),

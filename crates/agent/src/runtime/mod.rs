@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 pub struct Limits {
     pub vcpus: u32,
     pub memory_mb: u64,
+    /// Cap of the capsule's writable layer (see [`Runtime::prepare_storage`]).
+    pub disk_mb: u64,
 }
 
 /// A host file made visible at a path inside the capsule (resolv.conf, hosts, hostname).
@@ -106,11 +108,29 @@ pub enum RuntimeError {
     Spec(String),
     #[error("unexpected runtime output: {0}")]
     Parse(String),
+    #[error("capsule disk: {0}")]
+    Disk(#[from] crate::disk::DiskError),
 }
 
 pub trait Runtime: Send + Sync + 'static {
     /// Short name for logs and errors ("gvisor").
     fn name(&self) -> &'static str;
+
+    /// Sets up the capsule's writable storage in `state_dir`, capped at `disk_mb`, before a
+    /// [`Runtime::start`] or [`Runtime::restore`] with that state dir. It does not depend on the
+    /// network, so callers run both at once. Undone by [`Runtime::release_storage`] (and by
+    /// [`crate::capsule::remove_dir`] as a safety net).
+    fn prepare_storage(
+        &self,
+        state_dir: &Path,
+        disk_mb: u64,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Frees what [`Runtime::prepare_storage`] set up; the sandbox must be gone.
+    fn release_storage(
+        &self,
+        state_dir: &Path,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Creates and starts a sandbox; on error nothing of it is left running.
     fn start(&self, spec: &SandboxSpec) -> impl Future<Output = Result<(), RuntimeError>> + Send;

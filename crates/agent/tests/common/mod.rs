@@ -194,6 +194,19 @@ pub async fn assert_no_leftovers(data_dir: &DataDir) {
         assert!(Instant::now() < deadline, "runsc processes left: {procs:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let mounts = wrenn_agent::disk::mounts_under(data_dir.root());
+    assert!(
+        mounts.is_empty(),
+        "mounts left under the data dir: {mounts:?}"
+    );
+    let loops = output(Command::new("losetup").args(["--list", "--noheadings", "-O", "BACK-FILE"]));
+    let data_root = data_dir.root().to_string_lossy().into_owned();
+    let loops: Vec<String> = String::from_utf8_lossy(&loops.stdout)
+        .lines()
+        .filter(|l| l.contains(&data_root))
+        .map(str::to_owned)
+        .collect();
+    assert!(loops.is_empty(), "loop devices left: {loops:?}");
     let (netns, links) = wrenn_netns_and_links();
     assert!(netns.is_empty(), "netns left: {netns:?}");
     assert!(links.is_empty(), "links left: {links:?}");
