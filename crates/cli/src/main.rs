@@ -7,6 +7,7 @@ use wrenn_agent::DataDir;
 use wrenn_agent::image::{self, BuildOptions};
 
 mod agent;
+mod up;
 
 #[derive(Parser, Debug)]
 #[command(name = "wrenn", version, about = "Wrenn: sandboxes for AI agents")]
@@ -24,6 +25,10 @@ enum Command {
     },
     /// Run the host agent: the `hostagent.v1.HostAgentService` Connect API (proto and JSON).
     Agent(agent::AgentArgs),
+    /// Run the control plane (REST API, database, auth, scheduler, events).
+    Server(up::ServerArgs),
+    /// Run everything on this machine: host agent + control plane, with an admin API key.
+    Up(up::UpArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,12 +54,14 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "wrenn_agent=info,wrenn=info".into()),
+                .unwrap_or_else(|_| "wrenn_agent=info,wrenn=info,wrenn_server=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Agent(args) => agent::run(args).await?,
+        Command::Server(args) => up::server(args).await?,
+        Command::Up(args) => up::up(args).await?,
         Command::Image {
             command:
                 ImageCommand::Build {
@@ -90,6 +97,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    wrenn_server::shutdown_signal().await
 }
 
 fn envd_next_to_this_binary() -> anyhow::Result<PathBuf> {

@@ -27,6 +27,11 @@ pub fn build_app(state: AppState) -> Router {
         .merge(swagger_ui(doc))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // `{port}-{capsule_id}.{domain}` hosts go to the capsule, before any API routing.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::host_proxy,
+        ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())

@@ -20,6 +20,11 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Limit of JSON request bodies (file uploads set their own limit per route).
     pub max_body_bytes: usize,
+    /// Host agent to register as this control plane's (platform) host at start, `host:port`
+    /// or `http://host:port` (`wrenn up` passes its in-process agent).
+    pub agent_url: Option<String>,
+    /// Domain of capsule proxy URLs (`{port}-{id}.{domain}`), e.g. `localhost:8080`.
+    pub proxy_domain: Option<String>,
 }
 
 impl Config {
@@ -34,11 +39,13 @@ impl Config {
             jwt_secret: None,
             secure_cookies: false,
             max_body_bytes: 1024 * 1024,
+            agent_url: None,
+            proxy_domain: None,
         }
     }
 
     /// Defaults overridden by `WRENN_DATA_DIR`, `WRENN_LISTEN`, `DATABASE_URL`, `JWT_SECRET`,
-    /// `WRENN_SECURE_COOKIES=true`.
+    /// `WRENN_SECURE_COOKIES=true`, `WRENN_AGENT_URL`, `WRENN_PROXY_DOMAIN`.
     pub fn from_env() -> anyhow::Result<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut config =
@@ -52,6 +59,8 @@ impl Config {
         config.jwt_secret = env("JWT_SECRET");
         config.secure_cookies =
             env("WRENN_SECURE_COOKIES").is_some_and(|v| v == "true" || v == "1");
+        config.agent_url = env("WRENN_AGENT_URL");
+        config.proxy_domain = env("WRENN_PROXY_DOMAIN");
         Ok(config)
     }
 

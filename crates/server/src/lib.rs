@@ -10,16 +10,22 @@
 //! `routes` (handlers) · `openapi` · `app` (router).
 
 pub mod accounts;
+pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod capsules;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod ids;
+pub mod lifecycle;
 pub mod openapi;
+pub mod proxy;
 pub mod routes;
+pub mod scheduler;
 pub mod state;
 pub mod time;
 
@@ -40,12 +46,42 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         .map_err(|e| anyhow::anyhow!("opening the database: {e}"))?;
     tracing::info!(backend = ?db.backend(), "database ready");
     let secret = config::load_or_create_jwt_secret(&config.data_dir, config.jwt_secret.as_deref())?;
-    Ok(AppState::with_options(
-        db,
-        secret,
-        config.secure_cookies,
-        config.max_body_bytes,
-    ))
+    let state = AppState::with_options(db, secret, config.secure_cookies, config.max_body_bytes);
+    state.set_proxy_domain(config.proxy_domain.clone());
+    if let Some(agent) = &config.agent_url {
+        let host = register_local_host(&state, agent).await?;
+        tracing::info!(host = %host.id, address = %host.address, "host agent registered");
+    }
+    Ok(state)
+}
+
+/// Registers the agent at `address` as an online platform host, with this machine's CPU,
+/// memory and disk (the agent runs here: `wrenn up`, or `wrenn server --agent-url` next to
+/// `wrenn agent`).
+pub async fn register_local_host(
+    state: &AppState,
+    address: &str,
+) -> anyhow::Result<db::hosts::HostRow> {
+    agent::base_url(address)?;
+    let capacity = db::hosts::Capacity {
+        arch: std::env::consts::ARCH.to_owned(),
+        cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as i64),
+        memory_mb: meminfo_total_mb().unwrap_or(1024),
+        disk_gb: 0,
+    };
+    Ok(db::hosts::register_local(state.pool(), address, &capacity, time::now()).await?)
+}
+
+fn meminfo_total_mb() -> Option<i64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -75,9 +111,12 @@ pub async fn serve_on(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "control plane listening");
     let db = state.db().clone();
+    // Reconciler and stats sampler; stopped (dropped) when serving ends.
+    let background = lifecycle::spawn_background(&state);
     axum::serve(listener, build_app(state))
         .with_graceful_shutdown(shutdown)
         .await?;
+    background.shutdown();
     db.close().await;
     Ok(())
 }

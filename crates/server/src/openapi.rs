@@ -17,7 +17,8 @@ use utoipa_swagger_ui::SwaggerUi;
     components(schemas(crate::error::ErrorBody)),
     tags(
         (name = "system"), (name = "auth"), (name = "me"), (name = "api-keys"),
-        (name = "teams"), (name = "audit")
+        (name = "teams"), (name = "audit"), (name = "capsules"), (name = "snapshots"),
+        (name = "events")
     )
 )]
 pub struct ApiDoc;

@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use crate::agent::Agents;
 use crate::auth::jwt::JwtKey;
 use crate::db::Db;
+use crate::events::EventBus;
+use crate::scheduler::{LeastLoaded, Scheduler};
 
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
@@ -16,6 +19,15 @@ pub struct Inner {
     pub secure_cookies: bool,
     /// Limit for JSON request bodies.
     pub max_body_bytes: usize,
+    /// Connect clients of the host agents, by address.
+    pub agents: Agents,
+    /// Domain of capsule proxy URLs (`{port}-{capsule_id}.{domain}`, spec §A.3), e.g.
+    /// `wrenn.example.com` or `localhost:8080`. `None`: any domain is accepted.
+    pub proxy_domain: std::sync::RwLock<Option<String>>,
+    /// Capsule and snapshot events for `GET /v1/events/stream`.
+    pub events: EventBus,
+    /// Chooses the host of every new capsule.
+    pub scheduler: Arc<dyn Scheduler>,
 }
 
 impl AppState {
@@ -25,6 +37,10 @@ impl AppState {
             jwt: JwtKey::new(jwt_secret),
             secure_cookies: false,
             max_body_bytes: 1024 * 1024,
+            agents: Agents::new(),
+            proxy_domain: Default::default(),
+            events: EventBus::new(),
+            scheduler: Arc::new(LeastLoaded::default()),
         }))
     }
 
@@ -39,6 +55,10 @@ impl AppState {
             jwt: JwtKey::new(jwt_secret),
             secure_cookies,
             max_body_bytes,
+            agents: Agents::new(),
+            proxy_domain: Default::default(),
+            events: EventBus::new(),
+            scheduler: Arc::new(LeastLoaded::default()),
         }))
     }
 
@@ -61,5 +81,33 @@ impl AppState {
 
     pub fn max_body_bytes(&self) -> usize {
         self.0.max_body_bytes
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.0.events
+    }
+
+    pub fn scheduler(&self) -> &dyn Scheduler {
+        self.0.scheduler.as_ref()
+    }
+
+    pub fn agents(&self) -> &Agents {
+        &self.0.agents
+    }
+
+    /// Sets the capsule proxy domain (`wrenn up --proxy-domain`); `None` accepts any domain.
+    pub fn set_proxy_domain(&self, domain: Option<String>) {
+        let domain = domain
+            .map(|d| d.trim().trim_start_matches('.').to_ascii_lowercase())
+            .filter(|d| !d.is_empty());
+        *self.0.proxy_domain.write().unwrap_or_else(|p| p.into_inner()) = domain;
+    }
+
+    pub fn proxy_domain(&self) -> Option<String> {
+        self.0
+            .proxy_domain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

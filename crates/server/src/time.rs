@@ -34,6 +34,33 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `YYYY-MM-DD` of the UTC day holding `unix`.
+pub fn format_date(unix: i64) -> String {
+    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `YYYY-MM-DD` → unix seconds of that day's UTC midnight; `None` for anything else.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m as u32, d as u32);
+    // Rejects 2026-02-31 and the like: the day must round-trip.
+    (civil_from_days(days) == (y, m as u32, d as u32)).then_some(days * 86_400)
+}
+
 /// `2026-05-19T14:23:01Z`.
 pub fn format_rfc3339(unix: i64) -> String {
     let (y, mo, d) = civil_from_days(unix.div_euclid(86_400));
@@ -110,6 +137,10 @@ mod tests {
             parse_rfc3339("2026-05-19T16:23:01.123+02:00"),
             Some(1_779_200_581)
         );
+        assert_eq!(parse_date("2026-05-19"), Some(1_779_148_800));
+        assert_eq!(format_date(1_779_200_581), "2026-05-19");
+        assert_eq!(parse_date("2026-02-30"), None);
+        assert_eq!(parse_date("yesterday"), None);
         for bad in [
             "",
             "2026-05-19",

@@ -12,8 +12,12 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod hosts;
+pub mod metrics;
+pub mod sandboxes;
 pub mod sessions;
 pub mod teams;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 
@@ -54,16 +58,30 @@ pub struct Db {
     backend: Backend,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "lifecycle",
+        include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "lifecycle",
+        include_str!("../../migrations/postgres/0002_lifecycle.sql"),
+    ),
+];
 
 impl Db {
     /// Connects (`postgres://`/`postgresql://` → PostgreSQL, `sqlite:` → SQLite) without
@@ -159,6 +177,10 @@ pub(crate) fn int(row: &AnyRow, col: &'static str) -> DbResult<i64> {
 
 pub(crate) fn opt_int(row: &AnyRow, col: &'static str) -> DbResult<Option<i64>> {
     Ok(row.try_get::<Option<i64>, _>(col)?)
+}
+
+pub(crate) fn float(row: &AnyRow, col: &'static str) -> DbResult<f64> {
+    Ok(row.try_get::<f64, _>(col)?)
 }
 
 pub(crate) fn flag(row: &AnyRow, col: &'static str) -> DbResult<bool> {

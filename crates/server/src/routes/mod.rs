@@ -6,9 +6,15 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod capsules;
+pub mod events;
+pub mod exec;
+pub mod files;
 pub mod health;
 pub mod me;
+pub mod snapshots;
 pub mod teams;
+pub mod terminal;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +32,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(teams::router())
         .merge(users::router())
         .merge(audit::router())
+        .merge(capsules::router())
+        .merge(snapshots::router())
+        .merge(events::router())
+        .merge(exec::router())
+        .merge(files::router())
+        .merge(terminal::router())
 }
 
 /// Timestamps on the wire (spec §B.0).
