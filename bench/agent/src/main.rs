@@ -1368,6 +1368,7 @@ async fn main() -> Result<()> {
     let platform = Platform::Systrap;
     let mut lib_cfg = GvisorConfig::new(lib_data.runsc_root());
     lib_cfg.platform = platform;
+    lib_cfg.disk_spares_dir = Some(lib_data.root().join("disks"));
     let network = Network::new(9999).await?;
     for slot in 1..=AGENT_SLOTS {
         network.adopt(slot);

@@ -5,9 +5,11 @@
 //! checkpoint images), so it is made fresh for each start or restore and dropped on pause and
 //! destroy.
 //!
-//! Costs (measured here): truncate + `mkfs.ext4` without journal ≈ 15–20 ms, loop mount ≈ 10 ms;
-//! the image stays sparse (~4 MiB for 10 GiB). `noinit_itable` keeps the kernel from zeroing inode
-//! tables in the background, which would un-sparse the file.
+//! Costs (measured here): truncate + `mkfs.ext4` without journal ≈ 15–20 ms idle and several
+//! times that on a busy host, loop mount ≈ 10 ms; the image stays sparse (~4 MiB for 10 GiB).
+//! [`Spares`] keeps a few formatted images of the default size ready so a create only mounts.
+//! `noinit_itable` keeps the kernel from zeroing inode tables in the background, which would
+//! un-sparse the file.
 
 use crate::command::{self, CommandError};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use tokio::process::Command;
 
 /// The image file next to the mount point.
 const IMAGE: &str = "disk.img";
+/// Unique spare names within this process (the pid separates processes).
+static SPARE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -39,14 +43,37 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 }
 
 /// Makes `mount_point` a fresh, empty filesystem of `size_mb` MiB backed by an image in its
-/// parent directory. Whatever was mounted there before is unmounted first.
-pub async fn attach(mount_point: &Path, size_mb: u64) -> Result<(), DiskError> {
+/// parent directory (a spare one when `spares` has one of that size). Whatever was mounted there
+/// before is unmounted first.
+pub async fn attach(
+    mount_point: &Path,
+    size_mb: u64,
+    spares: Option<&std::sync::Arc<Spares>>,
+) -> Result<(), DiskError> {
     detach(mount_point).await?;
     let image = image_path(mount_point);
     std::fs::create_dir_all(mount_point).map_err(io_error("creating", mount_point))?;
-    let file = std::fs::File::create(&image).map_err(io_error("creating", &image))?;
+    let spare = spares.and_then(|s| s.take(size_mb, &image));
+    if spare.is_none() {
+        format(&image, size_mb).await?;
+    }
+    let mut mount = Command::new("mount");
+    mount
+        .args(["-t", "ext4", "-o", "loop,noatime,noinit_itable"])
+        .arg(&image)
+        .arg(mount_point);
+    if let Err(e) = command::output(mount, None).await {
+        let _ = std::fs::remove_file(&image);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Writes an empty ext4 image of `size_mb` MiB at `image` (removed again on failure).
+async fn format(image: &Path, size_mb: u64) -> Result<(), DiskError> {
+    let file = std::fs::File::create(image).map_err(io_error("creating", image))?;
     file.set_len(size_mb * 1024 * 1024)
-        .map_err(io_error("sizing", &image))?;
+        .map_err(io_error("sizing", image))?;
     drop(file);
     let mut mkfs = Command::new("mkfs.ext4");
     mkfs.args([
@@ -61,22 +88,113 @@ pub async fn attach(mount_point: &Path, size_mb: u64) -> Result<(), DiskError> {
         "-E",
         "nodiscard,lazy_itable_init=1",
     ])
-    .arg(&image);
-    let made = command::output(mkfs, None).await;
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(&image);
-        return Err(e.into());
-    }
-    let mut mount = Command::new("mount");
-    mount
-        .args(["-t", "ext4", "-o", "loop,noatime,noinit_itable"])
-        .arg(&image)
-        .arg(mount_point);
-    if let Err(e) = command::output(mount, None).await {
-        let _ = std::fs::remove_file(&image);
+    .arg(image);
+    if let Err(e) = command::output(mkfs, None).await {
+        let _ = std::fs::remove_file(image);
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Formatted, never-mounted images of one size, kept in a directory of the data dir and refilled
+/// in the background after each take. A spare is moved into a capsule's dir by rename (same
+/// filesystem), so taking one costs no formatting.
+pub struct Spares {
+    dir: PathBuf,
+    size_mb: u64,
+    target: usize,
+    ready: std::sync::Mutex<Vec<PathBuf>>,
+    /// Serializes refills, so a burst of creates formats one image at a time behind them.
+    refilling: tokio::sync::Mutex<()>,
+}
+
+impl Spares {
+    /// Opens (creating) `dir`, keeps finished spares of `size_mb` from earlier runs, drops
+    /// half-made ones, and starts filling up to `target`.
+    pub fn open(
+        dir: PathBuf,
+        size_mb: u64,
+        target: usize,
+    ) -> Result<std::sync::Arc<Self>, DiskError> {
+        std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+        let mut ready = Vec::new();
+        for entry in std::fs::read_dir(&dir)
+            .map_err(io_error("listing", &dir))?
+            .flatten()
+        {
+            let path = entry.path();
+            let finished = path.extension().is_some_and(|e| e == "img")
+                && entry
+                    .metadata()
+                    .is_ok_and(|m| m.len() == size_mb * 1024 * 1024);
+            if finished {
+                ready.push(path);
+            } else {
+                // A spare interrupted mid-format, or of another size.
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let spares = std::sync::Arc::new(Self {
+            dir,
+            size_mb,
+            target,
+            ready: std::sync::Mutex::new(ready),
+            refilling: tokio::sync::Mutex::new(()),
+        });
+        spares.refill();
+        Ok(spares)
+    }
+
+    /// Moves a spare of `size_mb` to `to`; `None` when there is none (other size, pool empty).
+    fn take(self: &std::sync::Arc<Self>, size_mb: u64, to: &Path) -> Option<()> {
+        if size_mb != self.size_mb {
+            return None;
+        }
+        let taken = loop {
+            let spare = self.lock().pop()?;
+            if std::fs::rename(&spare, to).is_ok() {
+                break Some(());
+            }
+            // Gone or unmovable: try the next one.
+        };
+        self.refill();
+        taken
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts filling the pool up to its target in the background.
+    pub fn refill(self: &std::sync::Arc<Self>) {
+        let me = std::sync::Arc::clone(self);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { me.fill().await });
+        }
+    }
+
+    async fn fill(&self) {
+        let _one_at_a_time = self.refilling.lock().await;
+        while self.lock().len() < self.target {
+            let name = format!(
+                "spare-{}-{}",
+                std::process::id(),
+                SPARE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let tmp = self.dir.join(format!("{name}.tmp"));
+            let done = self.dir.join(format!("{name}.img"));
+            if let Err(e) = format(&tmp, self.size_mb).await {
+                tracing::warn!(error = %e, "formatting a spare capsule disk");
+                return;
+            }
+            if let Err(e) = std::fs::rename(&tmp, &done) {
+                tracing::warn!(error = %e, "finishing a spare capsule disk");
+                let _ = std::fs::remove_file(&tmp);
+                return;
+            }
+            self.lock().push(done);
+        }
+    }
 }
 
 /// Unmounts `mount_point` if something is mounted there and removes its image. The loop device
@@ -170,6 +288,37 @@ fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn wait_ready(spares: &Spares, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while spares.lock().len() < n {
+            assert!(std::time::Instant::now() < deadline, "spares not refilled");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn spares_are_formatted_taken_and_refilled() {
+        let dir = std::env::temp_dir().join(format!("wrenn-spares-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A half-made spare from a crash is dropped on open.
+        std::fs::write(dir.join("spare-1-1.tmp"), b"x").unwrap();
+        let spares = Spares::open(dir.clone(), 16, 2).unwrap();
+        wait_ready(&spares, 2).await;
+        assert!(!dir.join("spare-1-1.tmp").exists());
+
+        let to = dir.join("taken.img");
+        assert!(spares.take(32, &to).is_none(), "another size is never served");
+        assert!(spares.take(16, &to).is_some());
+        // An ext4 image of the size asked for, still sparse.
+        let meta = std::fs::metadata(&to).unwrap();
+        assert_eq!(meta.len(), 16 * 1024 * 1024);
+        let image = std::fs::read(&to).unwrap();
+        assert_eq!(&image[1024 + 56..1024 + 58], &[0x53, 0xef], "ext4 superblock magic");
+        wait_ready(&spares, 2).await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn reads_mount_points_with_escapes() {

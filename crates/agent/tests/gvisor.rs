@@ -337,7 +337,7 @@ async fn capsule_runs_envd_and_destroy_leaves_nothing() {
         });
     assert_eq!(
         wrenn_agent::disk::mounts_under(&capsule.dir),
-        [overlay.clone()]
+        std::slice::from_ref(&overlay)
     );
     assert!(
         holds_filestore,

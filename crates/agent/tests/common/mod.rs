@@ -235,9 +235,9 @@ pub async fn assert_no_leftovers(data_dir: &DataDir) {
 
 /// The gVisor runtime rooted in `data_dir`.
 pub async fn runtime(data_dir: &DataDir) -> GvisorRuntime {
-    GvisorRuntime::new(GvisorConfig::new(data_dir.runsc_root()))
-        .await
-        .expect("runsc ready")
+    let mut config = GvisorConfig::new(data_dir.runsc_root());
+    config.disk_spares_dir = Some(data_dir.root().join("disks"));
+    GvisorRuntime::new(config).await.expect("runsc ready")
 }
 
 /// Reclaims leftovers of earlier runs, then builds a fresh agent core.
