@@ -65,6 +65,7 @@ pub async fn prepare(args: &AgentArgs) -> anyhow::Result<PreparedAgent> {
     let mut config = GvisorConfig::new(data_dir.runsc_root());
     config.runsc = args.runsc.clone();
     config.platform = args.platform;
+    config.disk_spares_dir = Some(data_dir.root().join("disks"));
     let runtime = GvisorRuntime::new(config).await.context(
         "checking runsc (gVisor): install it with `bash scripts/install-runsc.sh` or pass --runsc",
     )?;
