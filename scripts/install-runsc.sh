@@ -27,6 +27,9 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# Capsule disks: sparse ext4 images, loop-mounted (crates/agent/src/disk.rs).
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || missing+=(mount)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt-get update -qq
