@@ -309,13 +309,20 @@ mod tests {
         assert!(!dir.join("spare-1-1.tmp").exists());
 
         let to = dir.join("taken.img");
-        assert!(spares.take(32, &to).is_none(), "another size is never served");
+        assert!(
+            spares.take(32, &to).is_none(),
+            "another size is never served"
+        );
         assert!(spares.take(16, &to).is_some());
         // An ext4 image of the size asked for, still sparse.
         let meta = std::fs::metadata(&to).unwrap();
         assert_eq!(meta.len(), 16 * 1024 * 1024);
         let image = std::fs::read(&to).unwrap();
-        assert_eq!(&image[1024 + 56..1024 + 58], &[0x53, 0xef], "ext4 superblock magic");
+        assert_eq!(
+            &image[1024 + 56..1024 + 58],
+            &[0x53, 0xef],
+            "ext4 superblock magic"
+        );
         wait_ready(&spares, 2).await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -237,6 +237,9 @@ impl GvisorRuntime {
         overlay.push(overlay_dir(&spec.state_dir));
         let mut log = OsString::from("--log=");
         log.push(spec.state_dir.join("runsc.log"));
+        // Go runtime crashes and panics of the sandbox land here (cheap; debug logs are not).
+        let mut panic_log = OsString::from("--panic-log=");
+        panic_log.push(spec.state_dir.join("runsc-panic.log"));
         vec![
             OsString::from("--root"),
             self.config.root_dir.clone().into_os_string(),
@@ -249,6 +252,7 @@ impl GvisorRuntime {
             // Inside, nproc follows the vCPU quota (runsc rounds up to at least 2).
             OsString::from("--cpu-num-from-quota"),
             log,
+            panic_log,
         ]
     }
 
