@@ -106,6 +106,17 @@ deps() {
     bash scripts/install-runsc.sh
     ensure_rust
     setup_venv
+    # Python 3.13 venv with the official wrenn SDK (tests/sdk).
+    bash scripts/sdk-venv.sh
+}
+
+# The official SDK (wrenn 0.3.0) against `wrenn up` on a scratch data dir, reusing the
+# `minimal` image the agent tests built in the test step.
+run_sdk() {
+    cargo build --locked --release -p wrenn-cli
+    WRENN_BIN=$PWD/target/release/wrenn \
+        WRENN_IMAGES_DIR=$PWD/target/tmp/wrenn-agent-data/images \
+        timeout -k 30 1800 .venv-sdk/bin/python -m pytest -p no:cacheprovider tests/sdk
 }
 
 run_e2b() {
@@ -136,6 +147,11 @@ export WRENN_ENVD_BIN=$ENVD_BIN
 step postgres setup_test_postgres
 export WRENN_TEST_POSTGRES_URL=${WRENN_TEST_POSTGRES_URL:-$(test_postgres_url)}
 step test cargo test --locked --workspace --no-fail-fast
+if passed test; then
+    step sdk run_sdk
+else
+    skip sdk "the test step (which builds the capsule image) failed"
+fi
 if passed build; then
     step e2b run_e2b
 else
