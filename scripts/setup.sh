@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine (run as root) and starts Wrenn.
 #
-#   ./scripts/setup.sh            install build deps, build, run envd in the foreground
-#   ./scripts/setup.sh --no-run   only install and build
+#   ./scripts/setup.sh            install, build, then run `wrenn up` in the foreground
+#   ./scripts/setup.sh --no-run   only install and build (and build the capsule image)
 #
-# Today "Wrenn" is the guest daemon envd, run on the host on port $ENVD_PORT (49983).
-# Once the control plane and host agent exist, run_wrenn becomes `wrenn up`.
-# Safe to re-run: installed packages and up-to-date builds are skipped.
+# `wrenn up` runs the control plane and the host agent in one process with embedded defaults:
+# data in $WRENN_DATA_DIR (default /var/lib/wrenn), SQLite, API on $WRENN_LISTEN (default
+# 127.0.0.1:8080). The first run builds the `minimal` capsule image with debootstrap and prints
+# an admin API key (also in $WRENN_DATA_DIR/admin-api-key).
+# Safe to re-run: installed packages, up-to-date builds and the built image are skipped.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,16 +26,23 @@ case ${1:-} in
 *) die "unknown argument '$1' (try --help)" ;;
 esac
 
-run_wrenn() {
-    log "starting envd on port $ENVD_PORT (Ctrl-C stops it)"
-    exec "$ENVD_BIN" --port "$ENVD_PORT"
-}
+DATA_DIR=${WRENN_DATA_DIR:-/var/lib/wrenn}
+LISTEN=${WRENN_LISTEN:-127.0.0.1:8080}
+WRENN_BIN=$REPO_ROOT/target/release/wrenn
 
 require_root
-apt_install "${BUILD_PACKAGES[@]}"
+# libnss-myhostname: `*.localhost` names resolve to loopback, so capsule URLs
+# (`<port>-<capsule id>.localhost:8080`, the SDK's get_url) work on this machine.
+apt_install "${BUILD_PACKAGES[@]}" libnss-myhostname
+# runsc (gVisor), debootstrap, nftables, iproute2, e2fsprogs: what the host agent needs.
+bash scripts/install-runsc.sh
 ensure_rust
 build_envd
-log "envd is at ${ENVD_BIN#"$REPO_ROOT"/} ($(du -h "$ENVD_BIN" | cut -f1))"
+log "building wrenn (release)"
+cargo build --locked --release -p wrenn-cli
+log "building (or updating envd in) the minimal capsule image in $DATA_DIR"
+"$WRENN_BIN" image build minimal --data-dir "$DATA_DIR" --envd-bin "$ENVD_BIN"
 if ((run)); then
-    run_wrenn
+    log "starting wrenn up on $LISTEN (Ctrl-C stops it; capsules keep running)"
+    exec "$WRENN_BIN" up --data-dir "$DATA_DIR" --listen "$LISTEN" --envd-bin "$ENVD_BIN"
 fi

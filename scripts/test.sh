@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-TEST_PACKAGES=(python3 python3-venv iproute2 procps passwd)
+TEST_PACKAGES=(python3 python3-venv iproute2 procps passwd libnss-myhostname)
 VENV="$REPO_ROOT/.venv"
 E2B_LOG_DIR="$REPO_ROOT/target/e2b"
 export ENVD_BIN E2B_LOG_DIR

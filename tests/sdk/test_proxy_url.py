@@ -50,6 +50,27 @@ def test_http_server_through_proxy(server, capsule, web):
     assert r.status_code == 200 and web in r.text
 
 
+def test_get_url_resolves_on_this_machine(server, capsule, web):
+    """With the base URL `wrenn up` prints on loopback (http://localhost:PORT), get_url(port)
+    is a `*.localhost` name that resolves here (libnss-myhostname) and reaches the capsule."""
+    import socket
+
+    from wrenn import Capsule
+
+    local = Capsule.connect(capsule.capsule_id, api_key=server.api_key,
+                            base_url=f"http://localhost:{server.port}")
+    url = local.get_url(8000)
+    host = httpx.URL(url).host
+    assert host == f"8000-{capsule.capsule_id}.localhost", url
+    try:
+        socket.getaddrinfo(host, server.port)
+    except socket.gaierror:
+        pytest.fail(f"{host} does not resolve: install libnss-myhostname (setup.sh does)")
+    r = wait_until(lambda: (x := httpx.get(url, timeout=10)).status_code == 200 and x, 30, 1,
+                   what="the capsule's http.server through its *.localhost URL")
+    assert web in r.text
+
+
 def test_redirect_location_is_rewritten(server, capsule, web):
     # http.server redirects /sub → /sub/; the Location must not leak /proxy/{id}/{port} (§A.3).
     r = via_server(server, capsule.get_url(8000), "/sub", follow_redirects=False)

@@ -157,7 +157,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         key_path.display()
     )?;
     writeln!(out, "export WRENN_API_KEY={key}")?;
-    writeln!(out, "export WRENN_BASE_URL=http://{listen}")?;
+    // On loopback, `localhost` (not 127.0.0.1) in the base URL makes the SDK's get_url(port)
+    // `http://<port>-<id>.localhost:<port>`, a name that resolves to this machine
+    // (libnss-myhostname, installed by setup.sh); the server routes on the Host header.
+    let base_host = if listen.ip().is_loopback() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    };
+    writeln!(out, "export WRENN_BASE_URL=http://{base_host}")?;
     writeln!(out, "export WRENN_PROXY_DOMAIN={domain}")?;
     out.flush()?;
     drop(out);
