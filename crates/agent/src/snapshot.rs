@@ -424,30 +424,15 @@ impl<R: Runtime> Capsules<R> {
         self.runtime().restore(&spec, image).await?;
         let addr = envd::envd_addr(network.capsule_ip());
         let ready = async {
-            // The first /health after a restore also ends envd's quiesce. A restored sandbox
-            // occasionally dies right after `runsc restore` returns (seen under load: the
-            // sandbox is `stopped` and envd never answers); noticing that ends the wait at
-            // once instead of after the whole timeout, so the caller's retry comes quickly.
-            tokio::select! {
-                healthy = envd::wait_healthy(addr, RESTORE_HEALTH_TIMEOUT) => {
-                    healthy.map_err(|source| SnapshotError::EnvdUnhealthy {
-                        log: crate::command::truncate(
-                            &std::fs::read(self.runtime().console_log(dir)).unwrap_or_default(),
-                        ),
-                        source,
-                    })?;
-                }
-                status = self.wait_until_not_running(id) => {
-                    let panic_log = std::fs::read(dir.join("runsc-panic.log")).unwrap_or_default();
-                    return Err(SnapshotError::Runtime(RuntimeError::RestoreFailed {
-                        id: id.to_string(),
-                        reason: format!(
-                            "the sandbox stopped right after restoring (runsc state: {status}); panic log: {}",
-                            crate::command::truncate(&panic_log)
-                        ),
-                    }));
-                }
-            }
+            // The first /health after a restore also ends envd's quiesce.
+            envd::wait_healthy(addr, RESTORE_HEALTH_TIMEOUT)
+                .await
+                .map_err(|source| SnapshotError::EnvdUnhealthy {
+                    log: crate::command::truncate(
+                        &std::fs::read(self.runtime().console_log(dir)).unwrap_or_default(),
+                    ),
+                    source,
+                })?;
             let body = serde_json::to_vec(init).map_err(|e| SnapshotError::Meta {
                 path: PathBuf::from("/init"),
                 reason: e.to_string(),
@@ -462,23 +447,6 @@ impl<R: Runtime> Capsules<R> {
             tracing::warn!(%id, error = %e, "sandbox cleanup after failed restore");
         }
         result
-    }
-
-    /// Resolves once the runtime reports sandbox `id` stopped or gone (never while it lives).
-    async fn wait_until_not_running(&self, id: &CapsuleId) -> String {
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            match self.runtime().state(id).await {
-                Ok(Some(info)) if info.status == crate::runtime::SandboxStatus::Stopped => {
-                    return "stopped".to_owned();
-                }
-                // Running, or still on its way there.
-                Ok(Some(_)) => {}
-                Ok(None) => return "gone".to_owned(),
-                // Can't tell: keep waiting for envd.
-                Err(_) => {}
-            }
-        }
     }
 
     /// Makes snapshot template `name` from a running or paused capsule (module docs).
