@@ -108,6 +108,15 @@ deps() {
     setup_venv
     # Python 3.13 venv with the official wrenn SDK (tests/sdk).
     bash scripts/sdk-venv.sh
+    # schemathesis venv (tests/api).
+    bash scripts/api-venv.sh
+}
+
+# schemathesis against /openapi.json of `wrenn server` (no agent): zero 500s, envelope on every
+# error.
+run_api() {
+    cargo build --locked -p wrenn-cli
+    WRENN_BIN=$PWD/target/debug/wrenn timeout -k 30 900 .venv-api/bin/python -m pytest -p no:cacheprovider tests/api
 }
 
 # The official SDK (wrenn 0.3.0) against `wrenn up` on a scratch data dir, reusing the
@@ -147,6 +156,7 @@ export WRENN_ENVD_BIN=$ENVD_BIN
 step postgres setup_test_postgres
 export WRENN_TEST_POSTGRES_URL=${WRENN_TEST_POSTGRES_URL:-$(test_postgres_url)}
 step test cargo test --locked --workspace --no-fail-fast
+step api run_api
 if passed test; then
     step sdk run_sdk
 else
@@ -157,7 +167,7 @@ if passed build; then
 else
     skip e2b "no envd build"
 fi
-for bench in envd agent; do
+for bench in envd agent api; do
     if [[ -f bench/$bench/run.sh ]]; then
         step "bench-$bench" bash "bench/$bench/run.sh"
     else

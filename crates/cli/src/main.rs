@@ -3,14 +3,21 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use wrenn_agent::DataDir;
 use wrenn_agent::image::{self, BuildOptions};
 
 mod agent;
+mod remote;
 mod up;
 
 #[derive(Parser, Debug)]
-#[command(name = "wrenn", version, about = "Wrenn: sandboxes for AI agents")]
+#[command(
+    name = "wrenn",
+    version,
+    about = "Wrenn: sandboxes for AI agents",
+    after_help = remote::EXIT_CODES_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +36,16 @@ enum Command {
     Server(up::ServerArgs),
     /// Run everything on this machine: host agent + control plane, with an admin API key.
     Up(up::UpArgs),
+    /// Save credentials for a control plane: email + password (user login), or an API key.
+    Login(remote::login::LoginArgs),
+    /// Forget the saved credentials.
+    Logout(remote::login::LogoutArgs),
+    /// Capsules: create, list, inspect, run commands, open a shell, pause, resume, destroy.
+    Capsule(remote::capsule::CapsuleArgs),
+    /// Snapshot templates: create from a capsule, list, delete.
+    Snapshot(remote::snapshot::SnapshotArgs),
+    /// The team's API keys (needs a user login: `wrenn login --email …`).
+    Key(remote::key::KeyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,7 +67,7 @@ enum ImageCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -58,44 +75,73 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Agent(args) => agent::run(args).await?,
-        Command::Server(args) => up::server(args).await?,
-        Command::Up(args) => up::up(args).await?,
-        Command::Image {
-            command:
-                ImageCommand::Build {
-                    name,
-                    data_dir,
-                    envd_bin,
-                    mirror,
-                },
-        } => {
-            let envd_bin = match envd_bin {
-                Some(path) => path,
-                None => envd_next_to_this_binary()?,
-            };
-            let report = image::build(BuildOptions {
-                data_dir: DataDir::new(data_dir),
-                name: name.clone(),
-                envd_bin,
-                mirror,
-                progress: true,
-            })
-            .await
-            .with_context(|| format!("building image {name}"))?;
-            println!(
-                "{name}: {} ({}, {:.1}s)",
-                report.rootfs.display(),
-                match (report.base_built, report.envd_installed) {
-                    (true, _) => "built",
-                    (false, true) => "envd updated",
-                    (false, false) => "cached",
-                },
-                report.elapsed.as_secs_f64()
-            );
+    let command = Cli::parse().command;
+    // Client commands: their own exit codes (`wrenn --help`) and a short message; the
+    // daemons keep anyhow's full report.
+    let client_result = match command {
+        Command::Login(args) => remote::login::login(args).await.map(|()| 0),
+        Command::Logout(args) => remote::login::logout(args).await.map(|()| 0),
+        Command::Capsule(args) => remote::capsule::run(args).await,
+        Command::Snapshot(args) => remote::snapshot::run(args).await.map(|()| 0),
+        Command::Key(args) => remote::key::run(args).await.map(|()| 0),
+        Command::Agent(args) => return daemon_exit(agent::run(args).await),
+        Command::Server(args) => return daemon_exit(up::server(args).await),
+        Command::Up(args) => return daemon_exit(up::up(args).await),
+        Command::Image { command } => return daemon_exit(image_command(command).await),
+    };
+    match client_result {
+        // Remote exit statuses are 0..=255; -1 (killed by a signal) and anything odd → 255.
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if let Some(hint) = remote::hint(&e) {
+                eprintln!("{hint}");
+            }
+            remote::exit_code(&e)
         }
     }
+}
+
+fn daemon_exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn image_command(command: ImageCommand) -> anyhow::Result<()> {
+    let ImageCommand::Build {
+        name,
+        data_dir,
+        envd_bin,
+        mirror,
+    } = command;
+    let envd_bin = match envd_bin {
+        Some(path) => path,
+        None => envd_next_to_this_binary()?,
+    };
+    let report = image::build(BuildOptions {
+        data_dir: DataDir::new(data_dir),
+        name: name.clone(),
+        envd_bin,
+        mirror,
+        progress: true,
+    })
+    .await
+    .with_context(|| format!("building image {name}"))?;
+    println!(
+        "{name}: {} ({}, {:.1}s)",
+        report.rootfs.display(),
+        match (report.base_built, report.envd_installed) {
+            (true, _) => "built",
+            (false, true) => "envd updated",
+            (false, false) => "cached",
+        },
+        report.elapsed.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -27,6 +27,11 @@ pub fn build_app(state: AppState) -> Router {
         .merge(swagger_ui(doc))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Per route (axum applies `Router::layer` after routing), so it sees the matched path.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::track,
+        ))
         // `{port}-{capsule_id}.{domain}` hosts go to the capsule, before any API routing.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -25,6 +25,8 @@ pub struct Config {
     pub agent_url: Option<String>,
     /// Domain of capsule proxy URLs (`{port}-{id}.{domain}`), e.g. `localhost:8080`.
     pub proxy_domain: Option<String>,
+    /// Serve `GET /metrics` without credentials (default: platform admins only).
+    pub metrics_public: bool,
 }
 
 impl Config {
@@ -41,11 +43,13 @@ impl Config {
             max_body_bytes: 1024 * 1024,
             agent_url: None,
             proxy_domain: None,
+            metrics_public: false,
         }
     }
 
     /// Defaults overridden by `WRENN_DATA_DIR`, `WRENN_LISTEN`, `DATABASE_URL`, `JWT_SECRET`,
-    /// `WRENN_SECURE_COOKIES=true`, `WRENN_AGENT_URL`, `WRENN_PROXY_DOMAIN`.
+    /// `WRENN_SECURE_COOKIES=true`, `WRENN_AGENT_URL`, `WRENN_PROXY_DOMAIN`,
+    /// `WRENN_METRICS_PUBLIC=true`.
     pub fn from_env() -> anyhow::Result<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut config =
@@ -61,6 +65,8 @@ impl Config {
             env("WRENN_SECURE_COOKIES").is_some_and(|v| v == "true" || v == "1");
         config.agent_url = env("WRENN_AGENT_URL");
         config.proxy_domain = env("WRENN_PROXY_DOMAIN");
+        config.metrics_public =
+            env("WRENN_METRICS_PUBLIC").is_some_and(|v| v == "true" || v == "1");
         Ok(config)
     }
 

@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod routes;
 pub mod scheduler;
 pub mod state;
+pub mod telemetry;
 pub mod time;
 
 pub use app::build_app;
@@ -48,6 +49,7 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let secret = config::load_or_create_jwt_secret(&config.data_dir, config.jwt_secret.as_deref())?;
     let state = AppState::with_options(db, secret, config.secure_cookies, config.max_body_bytes);
     state.set_proxy_domain(config.proxy_domain.clone());
+    state.set_metrics_public(config.metrics_public);
     if let Some(agent) = &config.agent_url {
         let host = register_local_host(&state, agent).await?;
         tracing::info!(host = %host.id, address = %host.address, "host agent registered");

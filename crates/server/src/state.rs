@@ -1,12 +1,14 @@
 //! Shared application state, cloned into every handler (cheap: one `Arc`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::agent::Agents;
 use crate::auth::jwt::JwtKey;
 use crate::db::Db;
 use crate::events::EventBus;
 use crate::scheduler::{LeastLoaded, Scheduler};
+use crate::telemetry::Telemetry;
 
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
@@ -28,6 +30,10 @@ pub struct Inner {
     pub events: EventBus,
     /// Chooses the host of every new capsule.
     pub scheduler: Arc<dyn Scheduler>,
+    /// Prometheus series behind `GET /metrics`.
+    pub telemetry: Telemetry,
+    /// Serve `GET /metrics` without credentials (`WRENN_METRICS_PUBLIC=true`).
+    pub metrics_public: AtomicBool,
 }
 
 impl AppState {
@@ -41,6 +47,8 @@ impl AppState {
             proxy_domain: Default::default(),
             events: EventBus::new(),
             scheduler: Arc::new(LeastLoaded::default()),
+            telemetry: Telemetry::new(),
+            metrics_public: AtomicBool::new(false),
         }))
     }
 
@@ -59,6 +67,8 @@ impl AppState {
             proxy_domain: Default::default(),
             events: EventBus::new(),
             scheduler: Arc::new(LeastLoaded::default()),
+            telemetry: Telemetry::new(),
+            metrics_public: AtomicBool::new(false),
         }))
     }
 
@@ -95,12 +105,29 @@ impl AppState {
         &self.0.agents
     }
 
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.0.telemetry
+    }
+
+    /// Whether `GET /metrics` answers without credentials.
+    pub fn metrics_public(&self) -> bool {
+        self.0.metrics_public.load(Ordering::Relaxed)
+    }
+
+    pub fn set_metrics_public(&self, public: bool) {
+        self.0.metrics_public.store(public, Ordering::Relaxed);
+    }
+
     /// Sets the capsule proxy domain (`wrenn up --proxy-domain`); `None` accepts any domain.
     pub fn set_proxy_domain(&self, domain: Option<String>) {
         let domain = domain
             .map(|d| d.trim().trim_start_matches('.').to_ascii_lowercase())
             .filter(|d| !d.is_empty());
-        *self.0.proxy_domain.write().unwrap_or_else(|p| p.into_inner()) = domain;
+        *self
+            .0
+            .proxy_domain
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = domain;
     }
 
     pub fn proxy_domain(&self) -> Option<String> {

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod files;
 pub mod health;
 pub mod me;
+pub mod prometheus;
 pub mod snapshots;
 pub mod teams;
 pub mod terminal;
@@ -26,6 +27,7 @@ use crate::state::AppState;
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(health::router())
+        .merge(prometheus::router())
         .merge(auth::router())
         .merge(me::router())
         .merge(api_keys::router())
