@@ -376,54 +376,76 @@ async fn destroy_on_agent(agent: &AgentClient, id: CapsuleId) -> Result<(), Conn
 
 // ── pause / resume ───────────────────────────────────────────────────────────────────────
 
-/// `POST …/pause`: `running` → `pausing` (already `paused`/`pausing`: returned as is).
-pub async fn pause(state: &AppState, p: &Principal, id: &str) -> ApiResult<SandboxRow> {
+/// A user-requested move from one stable status to the next through a transitional one.
+struct UserTransition {
+    action: &'static str,
+    from: &'static str,
+    via: &'static str,
+    to: &'static str,
+    event: EventKind,
+}
+
+const PAUSE: UserTransition = UserTransition {
+    action: "pause",
+    from: "running",
+    via: "pausing",
+    to: "paused",
+    event: EventKind::CapsulePause,
+};
+
+const RESUME: UserTransition = UserTransition {
+    action: "resume",
+    from: "paused",
+    via: "resuming",
+    to: "running",
+    event: EventKind::CapsuleResume,
+};
+
+/// Moves the capsule to `t.via` with its audit row and event. `Ok(None)`: already at or on its
+/// way to `t.to`, nothing to do; `Ok(Some(row))`: started (the row as it was before).
+async fn begin_transition(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    t: &UserTransition,
+) -> ApiResult<Option<SandboxRow>> {
     let row = load(state, p.team_id, id).await?;
     match row.status.as_str() {
-        "paused" | "pausing" => return Ok(row),
-        "running" => {}
-        other => return Err(wrong_state("pause", other)),
+        s if s == t.to || s == t.via => return Ok(None),
+        s if s == t.from => {}
+        other => return Err(wrong_state(t.action, other)),
     }
     let actor = AuditActor::from(&p.actor);
     let mut tx = state.pool().begin().await.map_err(ApiError::internal)?;
     let now = crate::time::now();
-    if !sandboxes::transition(
-        &mut *tx,
-        row.id,
-        &["running"],
-        "pausing",
-        &Changes::default(),
-        now,
-    )
-    .await?
-    {
+    if !sandboxes::transition(&mut *tx, row.id, &[t.from], t.via, &Changes::default(), now).await? {
         drop(tx);
         let now = load(state, p.team_id, id).await?;
-        return Err(wrong_state("pause", &now.status));
+        return Err(wrong_state(t.action, &now.status));
     }
     audit::record(
         &mut *tx,
         p.team_id,
         actor.clone(),
-        AuditEvent::new("sandbox", row.id.to_string(), "pause"),
+        AuditEvent::new("sandbox", row.id.to_string(), t.action),
     )
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     publish_capsule(
         state,
-        Event::new(
-            EventKind::CapsulePause,
-            p.team_id,
-            actor,
-            "sandbox",
-            row.id.to_string(),
-        ),
+        Event::new(t.event, p.team_id, actor, "sandbox", row.id.to_string()),
         row.id,
     )
     .await;
-    let task_state = state.clone();
-    let task_row = row.clone();
-    tokio::spawn(async move { finish_pause(task_state, task_row).await });
+    Ok(Some(row))
+}
+
+/// `POST …/pause`: `running` → `pausing` (already `paused`/`pausing`: returned as is).
+pub async fn pause(state: &AppState, p: &Principal, id: &str) -> ApiResult<SandboxRow> {
+    if let Some(row) = begin_transition(state, p, id, &PAUSE).await? {
+        let task_state = state.clone();
+        tokio::spawn(async move { finish_pause(task_state, row).await });
+    }
     load(state, p.team_id, id).await
 }
 
@@ -546,52 +568,10 @@ async fn finish_pause(state: AppState, row: SandboxRow) {
 
 /// `POST …/resume`: `paused` → `resuming` (already `running`/`resuming`: returned as is).
 pub async fn resume(state: &AppState, p: &Principal, id: &str) -> ApiResult<SandboxRow> {
-    let row = load(state, p.team_id, id).await?;
-    match row.status.as_str() {
-        "running" | "resuming" => return Ok(row),
-        "paused" => {}
-        other => return Err(wrong_state("resume", other)),
+    if let Some(row) = begin_transition(state, p, id, &RESUME).await? {
+        let task_state = state.clone();
+        tokio::spawn(async move { finish_resume(task_state, row).await });
     }
-    let actor = AuditActor::from(&p.actor);
-    let mut tx = state.pool().begin().await.map_err(ApiError::internal)?;
-    let now = crate::time::now();
-    if !sandboxes::transition(
-        &mut *tx,
-        row.id,
-        &["paused"],
-        "resuming",
-        &Changes::default(),
-        now,
-    )
-    .await?
-    {
-        drop(tx);
-        let now = load(state, p.team_id, id).await?;
-        return Err(wrong_state("resume", &now.status));
-    }
-    audit::record(
-        &mut *tx,
-        p.team_id,
-        actor.clone(),
-        AuditEvent::new("sandbox", row.id.to_string(), "resume"),
-    )
-    .await?;
-    tx.commit().await.map_err(ApiError::internal)?;
-    publish_capsule(
-        state,
-        Event::new(
-            EventKind::CapsuleResume,
-            p.team_id,
-            actor,
-            "sandbox",
-            row.id.to_string(),
-        ),
-        row.id,
-    )
-    .await;
-    let task_state = state.clone();
-    let task_row = row.clone();
-    tokio::spawn(async move { finish_resume(task_state, task_row).await });
     load(state, p.team_id, id).await
 }
 
