@@ -13,6 +13,7 @@ server's /metrics).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -64,17 +65,19 @@ def log_tail(path: Path, n: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
 
 
-@pytest.fixture(scope="session")
-def server():
+@contextlib.contextmanager
+def running_server(log_name: str = "wrenn-server.log", env_extra: dict | None = None):
+    """Yields (base URL, log path) of a `wrenn server` on a scratch data dir; stops it after."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / "wrenn-server.log"
-    data_dir = Path(tempfile.mkdtemp(prefix="wrenn-api-fuzz-"))
+    log_path = LOG_DIR / log_name
+    data_dir = Path(tempfile.mkdtemp(prefix="wrenn-api-"))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
     env.pop("WRENN_AGENT_URL", None)
     env.setdefault("RUST_LOG", "info")
+    env.update(env_extra or {})
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(_wrenn_bin()), "server", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
@@ -96,7 +99,22 @@ def server():
             if time.monotonic() > deadline:
                 pytest.fail(f"wrenn server did not answer /health in 60 s:\n{log_tail(log_path)}")
             time.sleep(0.2)
+        yield base, log_path, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if os.environ.get("WRENN_API_KEEP") != "1":
+            shutil.rmtree(data_dir, ignore_errors=True)
 
+
+@pytest.fixture(scope="session")
+def server():
+    with running_server() as (base, log_path, proc):
         r = requests.post(
             f"{base}/v1/auth/signup",
             json={"email": EMAIL, "password": PASSWORD, "name": "Fuzz Admin"},
@@ -119,13 +137,3 @@ def server():
         if r.status_code == 200:
             lines = [line for line in r.text.splitlines() if line.startswith("wrenn_http_requests_total")]
             (LOG_DIR / "requests-by-route.txt").write_text("\n".join(sorted(lines)) + "\n")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if os.environ.get("WRENN_API_KEEP") != "1":
-            shutil.rmtree(data_dir, ignore_errors=True)

@@ -27,6 +27,13 @@ pub struct Config {
     pub proxy_domain: Option<String>,
     /// Serve `GET /metrics` without credentials (default: platform admins only).
     pub metrics_public: bool,
+    /// SMTP server for activation and password-reset mail (`smtp://user:pass@host:587`);
+    /// `None`: signups are active at once and reset tokens are logged.
+    pub smtp_url: Option<String>,
+    /// Sender of those mails.
+    pub smtp_from: String,
+    /// Base URL of links in mails; `None` → `http://<listen>`.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -44,12 +51,15 @@ impl Config {
             agent_url: None,
             proxy_domain: None,
             metrics_public: false,
+            smtp_url: None,
+            smtp_from: "Wrenn <wrenn@localhost>".to_owned(),
+            public_url: None,
         }
     }
 
     /// Defaults overridden by `WRENN_DATA_DIR`, `WRENN_LISTEN`, `DATABASE_URL`, `JWT_SECRET`,
     /// `WRENN_SECURE_COOKIES=true`, `WRENN_AGENT_URL`, `WRENN_PROXY_DOMAIN`,
-    /// `WRENN_METRICS_PUBLIC=true`.
+    /// `WRENN_METRICS_PUBLIC=true`, `WRENN_SMTP_URL`, `WRENN_SMTP_FROM`, `WRENN_PUBLIC_URL`.
     pub fn from_env() -> anyhow::Result<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut config =
@@ -67,6 +77,11 @@ impl Config {
         config.proxy_domain = env("WRENN_PROXY_DOMAIN");
         config.metrics_public =
             env("WRENN_METRICS_PUBLIC").is_some_and(|v| v == "true" || v == "1");
+        config.smtp_url = env("WRENN_SMTP_URL");
+        if let Some(from) = env("WRENN_SMTP_FROM") {
+            config.smtp_from = from;
+        }
+        config.public_url = env("WRENN_PUBLIC_URL");
         Ok(config)
     }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod lifecycle;
+pub mod mail;
 pub mod openapi;
 pub mod proxy;
 pub mod routes;
@@ -50,6 +51,16 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let state = AppState::with_options(db, secret, config.secure_cookies, config.max_body_bytes);
     state.set_proxy_domain(config.proxy_domain.clone());
     state.set_metrics_public(config.metrics_public);
+    if let Some(url) = &config.smtp_url {
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen));
+        let mailer = mail::Mailer::new(url, &config.smtp_from, &public_url)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        state.set_mailer(Some(mailer));
+        tracing::info!(from = %config.smtp_from, "SMTP configured: signups get an activation mail");
+    }
     if let Some(agent) = &config.agent_url {
         let host = register_local_host(&state, agent).await?;
         tracing::info!(host = %host.id, address = %host.address, "host agent registered");

@@ -34,6 +34,8 @@ pub struct Inner {
     pub telemetry: Telemetry,
     /// Serve `GET /metrics` without credentials (`WRENN_METRICS_PUBLIC=true`).
     pub metrics_public: AtomicBool,
+    /// Activation and password-reset mail; `None` without SMTP.
+    pub mailer: std::sync::RwLock<Option<Arc<crate::mail::Mailer>>>,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             scheduler: Arc::new(LeastLoaded::default()),
             telemetry: Telemetry::new(),
             metrics_public: AtomicBool::new(false),
+            mailer: Default::default(),
         }))
     }
 
@@ -69,7 +72,21 @@ impl AppState {
             scheduler: Arc::new(LeastLoaded::default()),
             telemetry: Telemetry::new(),
             metrics_public: AtomicBool::new(false),
+            mailer: Default::default(),
         }))
+    }
+
+    /// Sets the mailer (SMTP configured) or clears it.
+    pub fn set_mailer(&self, mailer: Option<crate::mail::Mailer>) {
+        *self.0.mailer.write().unwrap_or_else(|e| e.into_inner()) = mailer.map(Arc::new);
+    }
+
+    pub fn mailer(&self) -> Option<Arc<crate::mail::Mailer>> {
+        self.0
+            .mailer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn db(&self) -> &Db {

@@ -44,6 +44,8 @@ pub fn oauth_router() -> axum::Router<AppState> {
 
 /// Signups younger than this block a re-signup of the same email (spec: `signup_cooldown`).
 const SIGNUP_COOLDOWN_SECS: i64 = 30 * 60;
+/// Activation tokens expire after 30 minutes (spec §B.6).
+const ACTIVATION_TOKEN_TTL_SECS: i64 = 30 * 60;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct SignupRequest {
@@ -54,7 +56,8 @@ pub struct SignupRequest {
     name: String,
 }
 
-/// Create an account. Without an email service it is active at once.
+/// Create an account. With SMTP configured an activation mail goes out (503 `email_failed` when
+/// it cannot); without, the account is active at once.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, body = Message), (status = 400, body = ErrorBody),
               (status = 409, description = "`email_taken` or `signup_cooldown`", body = ErrorBody)))]
@@ -102,6 +105,45 @@ async fn signup(
             );
         }
         other => other?,
+    }
+    if let Some(mailer) = state.mailer() {
+        // Mailed before the commit: if the mail cannot go out, no half-made account is left.
+        let token = crate::auth::random_hex(16);
+        tokens::insert(
+            &mut *tx,
+            TokenKind::Activation,
+            &sha256_hex(&token),
+            user.id,
+            now,
+            now + ACTIVATION_TOKEN_TTL_SECS,
+        )
+        .await?;
+        let body = format!(
+            "Hello {},\n\nactivate your Wrenn account within 30 minutes:\n\n  {}\n\n\
+             or send this token to POST /v1/auth/activate: {token}\n",
+            user.name,
+            mailer.link("/activate", &token),
+        );
+        if let Err(e) = mailer
+            .send(&user.email, "Activate your Wrenn account", body)
+            .await
+        {
+            tracing::warn!(email = %user.email, error = %e, "activation mail failed");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "email_failed",
+                "could not send the activation mail; try again later",
+            ));
+        }
+        tx.commit().await.map_err(ApiError::internal)?;
+        tracing::info!(email = %user.email, "signup: activation mail sent");
+        return Ok((
+            StatusCode::CREATED,
+            Json(Message {
+                message: "account created; check your email to activate it".into(),
+            }),
+        )
+            .into_response());
     }
     // No SMTP: activate now instead of mailing a token.
     accounts::activate(&mut tx, &mut user).await?;

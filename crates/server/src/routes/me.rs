@@ -208,7 +208,27 @@ async fn request_password_reset(
             now + RESET_TOKEN_TTL_SECS,
         )
         .await?;
-        tracing::info!(email = %user.email, %token, "password reset requested (no email service: token logged)");
+        match state.mailer() {
+            Some(mailer) => {
+                let body = format!(
+                    "Hello {},\n\nreset your Wrenn password within 15 minutes:\n\n  {}\n\n\
+                     or send this token to POST /v1/me/password/reset/confirm: {token}\n\n\
+                     If you did not ask for this, ignore this mail.\n",
+                    user.name,
+                    mailer.link("/reset-password", &token),
+                );
+                // Always 204: the answer must not tell whether the address has an account.
+                if let Err(e) = mailer
+                    .send(&user.email, "Reset your Wrenn password", body)
+                    .await
+                {
+                    tracing::warn!(email = %user.email, error = %e, "password reset mail failed");
+                }
+            }
+            None => {
+                tracing::info!(email = %user.email, %token, "password reset requested (no email service: token logged)")
+            }
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
