@@ -137,25 +137,23 @@ async fn signup(
         }
         tx.commit().await.map_err(ApiError::internal)?;
         tracing::info!(email = %user.email, "signup: activation mail sent");
-        return Ok((
-            StatusCode::CREATED,
-            Json(Message {
-                message: "account created; check your email to activate it".into(),
-            }),
-        )
-            .into_response());
+        return Ok(created("account created; check your email to activate it"));
     }
     // No SMTP: activate now instead of mailing a token.
     accounts::activate(&mut tx, &mut user).await?;
     tx.commit().await.map_err(ApiError::internal)?;
     tracing::info!(email = %user.email, "signup: account activated at once (no email service)");
-    Ok((
+    Ok(created("account created and activated; you can log in"))
+}
+
+fn created(message: &str) -> Response {
+    (
         StatusCode::CREATED,
         Json(Message {
-            message: "account created and activated; you can log in".into(),
+            message: message.into(),
         }),
     )
-        .into_response())
+        .into_response()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -187,6 +185,17 @@ async fn activate(
         return Err(ApiError::invalid("account already activated").with_code("already_activated"));
     }
     let membership = accounts::activate(&mut tx, &mut user).await?;
+    sign_in(&state, tx, &user, &membership).await
+}
+
+/// Starts a browser session inside `tx`, commits, and answers the JWT with the session cookies:
+/// the end of every way in (login, activation).
+async fn sign_in(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    user: &User,
+    membership: &teams::Membership,
+) -> ApiResult<Response> {
     let cookies = session::start(
         &mut *tx,
         user.id,
@@ -195,7 +204,7 @@ async fn activate(
     )
     .await?;
     tx.commit().await.map_err(ApiError::internal)?;
-    let body = accounts::issue_token(&state, &user, membership.team.id, membership.role);
+    let body = accounts::issue_token(state, user, membership.team.id, membership.role);
     Ok((
         AppendHeaders(cookies.map(|c| (header::SET_COOKIE, c))),
         Json(body),
@@ -232,20 +241,7 @@ async fn login(
     let mut tx = state.pool().begin().await.map_err(ApiError::internal)?;
     let membership = accounts::ensure_default_team(&mut tx, &user).await?;
     sessions::delete_expired(&mut *tx, crate::time::now()).await?;
-    let cookies = session::start(
-        &mut *tx,
-        user.id,
-        membership.team.id,
-        state.secure_cookies(),
-    )
-    .await?;
-    tx.commit().await.map_err(ApiError::internal)?;
-    let body = accounts::issue_token(&state, &user, membership.team.id, membership.role);
-    Ok((
-        AppendHeaders(cookies.map(|c| (header::SET_COOKIE, c))),
-        Json(body),
-    )
-        .into_response())
+    sign_in(&state, tx, &user, &membership).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
