@@ -140,8 +140,18 @@ run_e2b() {
     fi
 }
 
+# The whole run (debug + release builds, capsule image, venvs) needs roughly 15 GiB. A full
+# disk shows up as linker crashes and ENOSPC in every later step, so say it once, up front.
+disk_check() {
+    local free_gib
+    free_gib=$(df --output=avail -B1G "$REPO_ROOT" | tail -n 1 | tr -d ' ')
+    log "free disk at $REPO_ROOT: ${free_gib} GiB"
+    ((free_gib >= 15)) || die "only ${free_gib} GiB free at $REPO_ROOT; the test run needs about 15 GiB"
+}
+
+step disk disk_check
 step deps deps
-if ! passed deps; then
+if ! passed disk || ! passed deps; then
     summary
     exit 1
 fi
