@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// The runsc binary.
     #[arg(long, env = "WRENN_RUNSC", default_value = "runsc")]
     pub runsc: PathBuf,
+    /// Keep runsc's debug logs in each capsule's directory (`runsc-debug/`): slow, verbose,
+    /// for diagnosing sandbox failures.
+    #[arg(long, env = "WRENN_RUNSC_DEBUG")]
+    pub runsc_debug: bool,
 }
 
 pub fn is_root() -> bool {
@@ -65,6 +69,7 @@ pub async fn prepare(args: &AgentArgs) -> anyhow::Result<PreparedAgent> {
     let mut config = GvisorConfig::new(data_dir.runsc_root());
     config.runsc = args.runsc.clone();
     config.platform = args.platform;
+    config.debug_logs = args.runsc_debug;
     config.disk_spares_dir = Some(data_dir.root().join("disks"));
     let runtime = GvisorRuntime::new(config).await.context(
         "checking runsc (gVisor): install it with `bash scripts/install-runsc.sh` or pass --runsc",

@@ -62,6 +62,9 @@ pub struct UpArgs {
     /// Most capsules this host runs at once.
     #[arg(long, env = "WRENN_MAX_CAPSULES", default_value_t = 256)]
     max_capsules: u32,
+    /// Keep runsc's debug logs in each capsule's directory (see `wrenn agent --help`).
+    #[arg(long, env = "WRENN_RUNSC_DEBUG")]
+    runsc_debug: bool,
 }
 
 fn config(
@@ -97,6 +100,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_capsules: args.max_capsules,
         platform: args.platform,
         runsc: args.runsc.clone(),
+        runsc_debug: args.runsc_debug,
     };
     let prepared = agent::prepare(&agent_args).await?;
     let agent_listener = tokio::net::TcpListener::bind(agent_args.listen)

@@ -105,6 +105,9 @@ pub struct GvisorConfig {
     /// Where pre-formatted capsule disks of [`crate::capsule::DEFAULT_DISK_MB`] wait
     /// ([`disk::Spares`]); `None` formats each disk during its create.
     pub disk_spares_dir: Option<PathBuf>,
+    /// runsc `--debug` with its logs in `<capsule>/runsc-debug/` (one file per runsc command
+    /// and sandbox process). Verbose and slow: for diagnosing, not for production.
+    pub debug_logs: bool,
 }
 
 impl GvisorConfig {
@@ -115,6 +118,7 @@ impl GvisorConfig {
             platform: Platform::default(),
             hide_proc_sys_net: None,
             disk_spares_dir: None,
+            debug_logs: false,
         }
     }
 }
@@ -240,7 +244,7 @@ impl GvisorRuntime {
         // Go runtime crashes and panics of the sandbox land here (cheap; debug logs are not).
         let mut panic_log = OsString::from("--panic-log=");
         panic_log.push(spec.state_dir.join("runsc-panic.log"));
-        vec![
+        let mut flags = vec![
             OsString::from("--root"),
             self.config.root_dir.clone().into_os_string(),
             OsString::from(format!("--platform={}", self.config.platform.as_str())),
@@ -253,7 +257,16 @@ impl GvisorRuntime {
             OsString::from("--cpu-num-from-quota"),
             log,
             panic_log,
-        ]
+        ];
+        if self.config.debug_logs {
+            // A trailing slash makes runsc create one file per command (boot, gofer, restore…).
+            let mut debug_log = OsString::from("--debug-log=");
+            debug_log.push(spec.state_dir.join("runsc-debug"));
+            debug_log.push("/");
+            flags.push(OsString::from("--debug"));
+            flags.push(debug_log);
+        }
+        flags
     }
 
     /// Writes the sandbox's bundle (`config.json`) and overlay dir under its state dir; returns
