@@ -38,6 +38,10 @@ apt_install "${BUILD_PACKAGES[@]}" libnss-myhostname
 bash scripts/install-runsc.sh
 ensure_rust
 build_envd
+# The dashboard first: the release binary embeds web/build at compile time.
+command -v node >/dev/null || apt_install nodejs npm
+log "building the dashboard (web/)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build)
 log "building wrenn (release)"
 cargo build --locked --release -p wrenn-cli
 log "building (or updating envd in) the minimal capsule image in $DATA_DIR"

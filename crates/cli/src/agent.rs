@@ -33,7 +33,7 @@ pub struct AgentArgs {
     pub runsc: PathBuf,
     /// Keep runsc's debug logs in each capsule's directory (`runsc-debug/`): slow, verbose,
     /// for diagnosing sandbox failures.
-    #[arg(long, env = "WRENN_RUNSC_DEBUG")]
+    #[arg(long, env = "WRENN_RUNSC_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub runsc_debug: bool,
 }
 

@@ -46,6 +46,8 @@ enum Command {
     Snapshot(remote::snapshot::SnapshotArgs),
     /// The team's API keys (needs a user login: `wrenn login --email …`).
     Key(remote::key::KeyArgs),
+    /// Template builds from recipes (platform admins): build, builds, cancel.
+    Template(remote::template::TemplateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Capsule(args) => remote::capsule::run(args).await,
         Command::Snapshot(args) => remote::snapshot::run(args).await.map(|()| 0),
         Command::Key(args) => remote::key::run(args).await.map(|()| 0),
+        Command::Template(args) => remote::template::run(args).await,
         Command::Agent(args) => return daemon_exit(agent::run(args).await),
         Command::Server(args) => return daemon_exit(up::server(args).await),
         Command::Up(args) => return daemon_exit(up::up(args).await),

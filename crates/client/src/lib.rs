@@ -10,10 +10,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod builds;
 mod error;
 pub mod pty;
 mod types;
 
+pub use builds::{Build, BuildLog, BuildRequest};
 pub use error::{Error, ErrorKind, Result};
 pub use pty::{PtyEvent, PtyReader, PtyStart, PtyWriter};
 pub use types::*;

@@ -10,7 +10,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::{ApiError, method_not_allowed, route_not_found};
+use crate::error::{ApiError, method_not_allowed};
 use crate::openapi::{ApiDoc, swagger_ui};
 use crate::routes;
 use crate::state::AppState;
@@ -25,7 +25,8 @@ pub fn build_app(state: AppState) -> Router {
         .merge(api.clone())
         .nest("/api", api)
         .merge(swagger_ui(doc))
-        .fallback(route_not_found)
+        // The dashboard (web.rs) for GET/HEAD outside the API; JSON 404 otherwise.
+        .fallback(crate::web::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         // Per route (axum applies `Router::layer` after routing), so it sees the matched path.
         .layer(axum::middleware::from_fn_with_state(

@@ -34,6 +34,8 @@ pub struct Config {
     pub smtp_from: String,
     /// Base URL of links in mails; `None` → `http://<listen>`.
     pub public_url: Option<String>,
+    /// Template builds run at once (`WRENN_BUILD_WORKERS`, default 1).
+    pub build_workers: usize,
 }
 
 impl Config {
@@ -54,12 +56,14 @@ impl Config {
             smtp_url: None,
             smtp_from: "Wrenn <wrenn@localhost>".to_owned(),
             public_url: None,
+            build_workers: 1,
         }
     }
 
     /// Defaults overridden by `WRENN_DATA_DIR`, `WRENN_LISTEN`, `DATABASE_URL`, `JWT_SECRET`,
     /// `WRENN_SECURE_COOKIES=true`, `WRENN_AGENT_URL`, `WRENN_PROXY_DOMAIN`,
-    /// `WRENN_METRICS_PUBLIC=true`, `WRENN_SMTP_URL`, `WRENN_SMTP_FROM`, `WRENN_PUBLIC_URL`.
+    /// `WRENN_METRICS_PUBLIC=true`, `WRENN_SMTP_URL`, `WRENN_SMTP_FROM`, `WRENN_PUBLIC_URL`,
+    /// `WRENN_BUILD_WORKERS`.
     pub fn from_env() -> anyhow::Result<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut config =
@@ -82,6 +86,13 @@ impl Config {
             config.smtp_from = from;
         }
         config.public_url = env("WRENN_PUBLIC_URL");
+        if let Some(n) = env("WRENN_BUILD_WORKERS") {
+            config.build_workers = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| anyhow::anyhow!("WRENN_BUILD_WORKERS={n:?}: expected 1..=64"))?;
+        }
         Ok(config)
     }
 

@@ -144,6 +144,7 @@ id_type!(ApiKeyId, "key-", "API key");
 id_type!(HostId, "host-", "host");
 id_type!(AuditLogId, "log-", "audit log");
 id_type!(TemplateId, "tpl-", "template");
+id_type!(BuildId, "bld-", "build");
 
 impl TeamId {
     /// The all-zero Platform team (owner of platform templates and the admin context).

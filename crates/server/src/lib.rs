@@ -15,6 +15,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod builds;
 pub mod capsules;
 pub mod config;
 pub mod db;
@@ -30,6 +31,7 @@ pub mod scheduler;
 pub mod state;
 pub mod telemetry;
 pub mod time;
+pub mod web;
 
 pub use app::build_app;
 pub use bootstrap::{Bootstrapped, bootstrap_admin};
@@ -51,6 +53,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let state = AppState::with_options(db, secret, config.secure_cookies, config.max_body_bytes);
     state.set_proxy_domain(config.proxy_domain.clone());
     state.set_metrics_public(config.metrics_public);
+    state.builds().set_dir(config.data_dir.join("builds"));
+    state.builds().set_workers(config.build_workers);
     if let Some(url) = &config.smtp_url {
         let public_url = config
             .public_url

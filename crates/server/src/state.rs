@@ -36,6 +36,8 @@ pub struct Inner {
     pub metrics_public: AtomicBool,
     /// Activation and password-reset mail; `None` without SMTP.
     pub mailer: std::sync::RwLock<Option<Arc<crate::mail::Mailer>>>,
+    /// Template build queue: archive directory, worker count, cancel switches.
+    pub builds: crate::builds::Builds,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             telemetry: Telemetry::new(),
             metrics_public: AtomicBool::new(false),
             mailer: Default::default(),
+            builds: Default::default(),
         }))
     }
 
@@ -73,6 +76,7 @@ impl AppState {
             telemetry: Telemetry::new(),
             metrics_public: AtomicBool::new(false),
             mailer: Default::default(),
+            builds: Default::default(),
         }))
     }
 
@@ -87,6 +91,10 @@ impl AppState {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    pub fn builds(&self) -> &crate::builds::Builds {
+        &self.0.builds
     }
 
     pub fn db(&self) -> &Db {

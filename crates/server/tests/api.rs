@@ -99,9 +99,14 @@ async fn signup_login_me(s: &TestServer) {
 
     let (st, me) = s.get("/v1/me", first.bearer()).await;
     assert_eq!(st, StatusCode::OK, "{me}");
+    // Spec fields, plus who the token acts as (the dashboard needs team and role); the first
+    // user to sign up on a fresh server is its platform admin.
     assert_eq!(
         me,
-        json!({"name": "Alice", "email": "alice@example.com", "has_password": true, "providers": []})
+        json!({
+            "name": "Alice", "email": "alice@example.com", "has_password": true, "providers": [],
+            "user_id": first.user_id, "team_id": first.team_id, "role": "owner", "is_admin": true
+        })
     );
     // Same API under /api (the SDK's default base URL ends in /api).
     let (st, me2) = s.get("/api/v1/me", first.bearer()).await;

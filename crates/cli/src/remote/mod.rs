@@ -14,6 +14,7 @@ pub mod login;
 mod output;
 mod shell;
 pub mod snapshot;
+pub mod template;
 
 use std::process::ExitCode;
 
@@ -25,7 +26,7 @@ pub const DEFAULT_URL: &str = "http://localhost:8080";
 
 /// Text of `wrenn --help` after the commands.
 pub const EXIT_CODES_HELP: &str = "\
-Exit codes of the client commands (login, capsule, snapshot, key):
+Exit codes of the client commands (login, capsule, snapshot, key, template):
   0  success
   1  other failure (local I/O, unexpected)
   2  usage error: bad arguments, or the server rejected the request (HTTP 400)
@@ -34,7 +35,8 @@ Exit codes of the client commands (login, capsule, snapshot, key):
   5  conflict: wrong state (e.g. capsule not running) or name taken (HTTP 409)
   6  server or network: unreachable, timeout, HTTP 5xx, capsule failed while waiting
 `wrenn capsule exec` and `wrenn capsule shell` exit with the command's exit code once it ran
-(255 when it was killed by a signal).";
+(255 when it was killed by a signal). `wrenn template build` exits 6 when the build failed and
+1 when it was cancelled.";
 
 /// The exit codes of [`EXIT_CODES_HELP`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

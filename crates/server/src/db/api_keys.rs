@@ -109,3 +109,15 @@ pub async fn touch<'e>(ex: impl AnyExecutor<'e>, key: ApiKeyId, now: i64) -> DbR
         .await?;
     Ok(())
 }
+
+/// Who created key `key` (admin checks on API-key callers).
+pub async fn creator<'e>(ex: impl AnyExecutor<'e>, key: ApiKeyId) -> DbResult<Option<UserId>> {
+    let row = sqlx::query("SELECT created_by FROM team_api_keys WHERE id = $1")
+        .bind(key.db())
+        .fetch_optional(ex)
+        .await?;
+    match row {
+        Some(r) => opt_id(&r, "created_by"),
+        None => Ok(None),
+    }
+}

@@ -140,3 +140,20 @@ pub async fn set_status<'e>(
         .await?;
     Ok(())
 }
+
+/// Every host, oldest first (admin view).
+pub async fn list_all<'e>(ex: impl AnyExecutor<'e>) -> DbResult<Vec<HostRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM hosts ORDER BY created_at, id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(ex).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The hosts of `team` (BYOC hosts), oldest first.
+pub async fn list_for_team<'e>(ex: impl AnyExecutor<'e>, team: TeamId) -> DbResult<Vec<HostRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM hosts WHERE team_id = $1 ORDER BY created_at, id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(team.db())
+        .fetch_all(ex)
+        .await?;
+    rows.iter().map(from_row).collect()
+}

@@ -10,8 +10,10 @@
 //! transaction), so a handler can compose them in one transaction when it needs to. Every
 //! query on team-owned data takes the team id: scoping lives in the SQL, not in the handler.
 
+pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod builds;
 pub mod hosts;
 pub mod metrics;
 pub mod sandboxes;
@@ -69,6 +71,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "lifecycle",
         include_str!("../../migrations/sqlite/0002_lifecycle.sql"),
     ),
+    (
+        3,
+        "builds",
+        include_str!("../../migrations/sqlite/0003_builds.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -80,6 +87,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "lifecycle",
         include_str!("../../migrations/postgres/0002_lifecycle.sql"),
+    ),
+    (
+        3,
+        "builds",
+        include_str!("../../migrations/postgres/0003_builds.sql"),
     ),
 ];
 

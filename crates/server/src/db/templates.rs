@@ -31,7 +31,21 @@ impl TemplateRow {
     /// Built-in base images: platform templates of type `base` cannot be deleted through the
     /// team API.
     pub fn is_protected(&self) -> bool {
-        self.is_platform() && self.kind == "base"
+        self.is_platform() && self.kind == "base" && !self.is_built()
+    }
+
+    /// Made by a template build (`metadata.build_id`): stored on the agents as a checkpoint
+    /// image under its id, like a snapshot template, whatever its type.
+    pub fn is_built(&self) -> bool {
+        self.metadata
+            .get("build_id")
+            .and_then(|v| v.as_str())
+            .is_some()
+    }
+
+    /// Whether the agent finds it by team + id (`images/<uuid>/`) rather than by name.
+    pub fn stored_by_id(&self) -> bool {
+        self.kind == "snapshot" || self.is_built()
     }
 }
 
@@ -134,4 +148,32 @@ pub async fn delete<'e>(ex: impl AnyExecutor<'e>, team: TeamId, t: TemplateId) -
         .execute(ex)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Every template of every team (admin view), platform ones first, then newest first.
+pub async fn list_all<'e>(ex: impl AnyExecutor<'e>) -> DbResult<Vec<TemplateRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM templates ORDER BY CASE WHEN team_id = $1 THEN 0 ELSE 1 END, \
+         created_at DESC, name"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(TeamId::PLATFORM.db())
+        .fetch_all(ex)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// The template `name` owned by `team` itself (no platform fallback).
+pub async fn owned<'e>(
+    ex: impl AnyExecutor<'e>,
+    team: TeamId,
+    name: &str,
+) -> DbResult<Option<TemplateRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM templates WHERE team_id = $1 AND name = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(team.db())
+        .bind(name)
+        .fetch_optional(ex)
+        .await?;
+    row.as_ref().map(from_row).transpose()
 }

@@ -177,7 +177,7 @@ pub async fn create(state: &AppState, p: &Principal, req: CreateRequest) -> ApiR
         .await?
         .ok_or_else(|| ApiError::not_found(format!("template {:?} not found", spec.template)))?;
     // A snapshot template brings its own vCPUs/memory (spec §H).
-    let (vcpus, memory_mb) = if template.kind == "snapshot" {
+    let (vcpus, memory_mb) = if template.stored_by_id() {
         (
             if template.vcpus > 0 {
                 template.vcpus
@@ -263,8 +263,8 @@ fn default_env<C: FromIterator<(String, String)>>(template: &TemplateRow) -> C {
 
 /// What the agent needs to find a template: base images by name (`images/<name>/`), snapshot
 /// templates by id (`images/<uuid>/`, where CreateSnapshot put them).
-fn agent_template(template: &TemplateRow) -> (String, String, String) {
-    if template.kind == "snapshot" {
+pub(crate) fn agent_template(template: &TemplateRow) -> (String, String, String) {
+    if template.stored_by_id() {
         (String::new(), template.team_id.db(), template.id.db())
     } else {
         (template.name.clone(), String::new(), String::new())
@@ -291,6 +291,12 @@ async fn finish_create(state: AppState, row: SandboxRow, template: TemplateRow, 
         team_id,
         template_id,
         default_env: default_env(&template),
+        // Built templates carry the recipe's final USER (spec §G); others keep the image's.
+        default_user: if template.is_built() {
+            template.default_user.clone()
+        } else {
+            String::new()
+        },
         ..Default::default()
     };
     match agent
@@ -891,6 +897,18 @@ pub async fn delete_snapshot(state: &AppState, p: &Principal, name: &str) -> Api
             "{name:?} is a platform template and cannot be deleted"
         )));
     }
+    delete_template(state, p.team_id, AuditActor::from(&p.actor), &template).await
+}
+
+/// Deletes `template` (owned by `team`): refused while capsules made from it exist; snapshot
+/// images are removed from every live host first. Shared by the team route and the admin one.
+pub(crate) async fn delete_template(
+    state: &AppState,
+    team: TeamId,
+    actor: AuditActor,
+    template: &TemplateRow,
+) -> ApiResult<()> {
+    let name = template.name.clone();
     let clones = sandboxes::count_using_template(state.pool(), template.id).await?;
     if clones > 0 {
         return Err(ApiError::conflict(format!(
@@ -915,14 +933,13 @@ pub async fn delete_snapshot(state: &AppState, p: &Principal, name: &str) -> Api
             }
         }
     }
-    let actor = AuditActor::from(&p.actor);
     let mut tx = state.pool().begin().await.map_err(ApiError::internal)?;
-    if !templates::delete(&mut *tx, p.team_id, template.id).await? {
+    if !templates::delete(&mut *tx, team, template.id).await? {
         return Err(ApiError::not_found(format!("template {name:?} not found")));
     }
     audit::record(
         &mut *tx,
-        p.team_id,
+        team,
         actor.clone(),
         AuditEvent::new("template", name.clone(), "delete")
             .metadata(serde_json::json!({ "template_id": template.id.to_string() })),
@@ -932,7 +949,7 @@ pub async fn delete_snapshot(state: &AppState, p: &Principal, name: &str) -> Api
     state.events().publish(
         Event::new(
             EventKind::SnapshotDelete,
-            p.team_id,
+            team,
             actor,
             "snapshot",
             name.clone(),
@@ -975,12 +992,13 @@ impl Drop for Background {
     }
 }
 
-/// Starts the reconciler and the stats sampler.
+/// Starts the reconciler, the stats sampler and the template build workers.
 pub fn spawn_background(state: &AppState) -> Background {
     Background {
         tasks: vec![
             tokio::spawn(reconcile::run(state.clone(), reconcile::INTERVAL)),
             tokio::spawn(sampler::run(state.clone(), sampler::INTERVAL)),
+            crate::builds::workers::spawn(state),
         ],
     }
 }

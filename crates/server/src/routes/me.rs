@@ -33,6 +33,12 @@ pub struct Me {
     has_password: bool,
     /// Linked OAuth providers (none in this build).
     providers: Vec<String>,
+    /// Wrenn additions for the dashboard: who the caller is and which team the credential is
+    /// scoped to, with the role there and the platform admin flag (both read from the database).
+    user_id: crate::ids::UserId,
+    team_id: crate::ids::TeamId,
+    role: crate::db::teams::Role,
+    is_admin: bool,
 }
 
 async fn load_user(state: &AppState, p: &UserPrincipal) -> ApiResult<users::User> {
@@ -51,6 +57,10 @@ async fn get_me(State(state): State<AppState>, p: UserPrincipal) -> ApiResult<Js
         email: user.email,
         has_password: user.password_hash.is_some(),
         providers: Vec::new(),
+        user_id: user.id,
+        team_id: p.team_id,
+        role: p.user.role,
+        is_admin: p.user.is_admin,
     }))
 }
 

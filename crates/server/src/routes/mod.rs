@@ -3,6 +3,8 @@
 //! from the same registrations that serve requests. Add a resource by writing a module with a
 //! `router()` and merging it in [`api`].
 
+pub mod admin;
+pub mod admin_builds;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -11,6 +13,7 @@ pub mod events;
 pub mod exec;
 pub mod files;
 pub mod health;
+pub mod hosts;
 pub mod me;
 pub mod prometheus;
 pub mod snapshots;
@@ -40,6 +43,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(exec::router())
         .merge(files::router())
         .merge(terminal::router())
+        .merge(admin_builds::router())
+        .merge(admin::router())
+        .merge(hosts::router())
 }
 
 /// Timestamps on the wire (spec §B.0).

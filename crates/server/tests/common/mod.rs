@@ -96,6 +96,7 @@ impl TestServer {
         };
         let db = Db::open(&url).await.expect("open and migrate database");
         let state = AppState::new(db, b"test secret, at least 32 bytes long".to_vec());
+        state.builds().set_dir(dir.join("builds"));
         let app = build_app(state.clone()).merge(test_routes(state.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,0 +1,4 @@
+import { redirect } from '@sveltejs/kit';
+export function load() {
+	redirect(307, '/capsules');
+}
