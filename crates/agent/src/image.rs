@@ -2,7 +2,10 @@
 //!
 //! Two cached layers, tracked by `images/minimal/image.json`:
 //! - the base system (debootstrap + user setup), rebuilt only when [`BASE_RECIPE`] changes;
-//! - envd at `/usr/local/bin/envd`, replaced whenever the given binary's SHA-256 differs.
+//! - envd at `/usr/local/bin/envd`, replaced whenever the given binary's SHA-256 differs;
+//! - the host's locally added CA certificates (`/usr/local/share/ca-certificates`), copied in
+//!   and `update-ca-certificates`-ed whenever they change: a host behind a TLS-inspecting proxy
+//!   trusts that proxy's CA, and its capsules (apt, pip, curl in a template build) must too.
 //!
 //! A build takes an exclusive lock on the template directory, so concurrent builders (parallel
 //! test processes, two CLI invocations) wait for each other and then find the cache warm. The
@@ -41,6 +44,8 @@ pub const BASE_RECIPE: u32 = 1;
 pub const DEFAULT_USER: &str = "user";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 const MARKER: &str = "image.json";
+/// Where Debian keeps locally added CAs, on the host and in the image alike.
+const LOCAL_CA_DIR: &str = "usr/local/share/ca-certificates";
 const STEPS: u64 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +115,9 @@ struct Marker {
     suite: String,
     packages: Vec<String>,
     envd_sha256: Option<String>,
+    /// Digest of the host CAs last copied in (absent: none copied yet).
+    #[serde(default)]
+    host_cas_sha256: Option<String>,
 }
 
 impl Marker {
@@ -157,6 +165,7 @@ pub async fn build(options: BuildOptions) -> Result<BuildReport, ImageError> {
             suite: SUITE.to_owned(),
             packages: PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
             envd_sha256: None,
+            host_cas_sha256: None,
         };
         write_marker(&marker_path, &marker)?;
         true
@@ -169,6 +178,18 @@ pub async fn build(options: BuildOptions) -> Result<BuildReport, ImageError> {
         install_envd(&rootfs, &options.envd_bin)?;
         marker.envd_sha256 = Some(envd_sha256.clone());
         write_marker(&marker_path, &marker)?;
+    }
+    let host_cas = local_cas(Path::new("/").join(LOCAL_CA_DIR).as_path())?;
+    let host_cas_sha256 = cas_digest(&host_cas);
+    if marker.host_cas_sha256.as_deref() != Some(host_cas_sha256.as_str()) {
+        bar.set_message("installing host CA certificates");
+        install_cas(&rootfs, &host_cas).await?;
+        marker.host_cas_sha256 = Some(host_cas_sha256);
+        write_marker(&marker_path, &marker)?;
+        tracing::info!(
+            count = host_cas.len(),
+            "host CA certificates installed in the image"
+        );
     }
     bar.inc(1);
     bar.finish_with_message(if base_built || envd_installed {
@@ -332,6 +353,71 @@ fn install_envd(rootfs: &Path, envd_bin: &Path) -> Result<(), ImageError> {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
         .map_err(io_error("chmod", &tmp))?;
     std::fs::rename(&tmp, &target).map_err(io_error("renaming", &tmp))
+}
+
+/// A local CA certificate: its path below the CA dir and its bytes.
+struct LocalCa {
+    relative: PathBuf,
+    pem: Vec<u8>,
+}
+
+/// The `*.crt` files below `dir` (where update-ca-certificates looks), sorted; none if `dir`
+/// does not exist.
+fn local_cas(dir: &Path) -> Result<Vec<LocalCa>, ImageError> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = match std::fs::read_dir(&current) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error("listing", &current)(e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io_error("listing", &current))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "crt") {
+                let pem = std::fs::read(&path).map_err(io_error("reading", &path))?;
+                let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+                found.push(LocalCa { relative, pem });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.relative.cmp(&b.relative));
+    Ok(found)
+}
+
+fn cas_digest(cas: &[LocalCa]) -> String {
+    let mut hash = Sha256::new();
+    for ca in cas {
+        hash.update(ca.relative.as_os_str().as_encoded_bytes());
+        hash.update([0]);
+        hash.update((ca.pem.len() as u64).to_le_bytes());
+        hash.update(&ca.pem);
+    }
+    hex(&hash.finalize())
+}
+
+/// Replaces the image's local CAs with `cas` and rebuilds its trust store.
+async fn install_cas(rootfs: &Path, cas: &[LocalCa]) -> Result<(), ImageError> {
+    let dir = rootfs.join(LOCAL_CA_DIR);
+    remove_tree(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+    for ca in cas {
+        let target = dir.join(&ca.relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error("creating", parent))?;
+        }
+        std::fs::write(&target, &ca.pem).map_err(io_error("writing", &target))?;
+    }
+    let root = rootfs.to_string_lossy();
+    command::run(
+        "chroot",
+        [root.as_ref(), "update-ca-certificates", "--fresh"],
+        None,
+    )
+    .await?;
+    Ok(())
 }
 
 async fn build_base(
@@ -553,6 +639,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn local_cas_are_found_recursively_and_their_digest_follows_content() {
+        let root = std::env::temp_dir().join(format!("wrenn-local-cas-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        struct Dir(PathBuf);
+        impl Dir {
+            fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = Dir(root);
+        assert!(
+            local_cas(&dir.path().join("absent"))
+                .expect("absent dir")
+                .is_empty()
+        );
+        std::fs::create_dir_all(dir.path().join("corp")).expect("mkdir");
+        std::fs::write(dir.path().join("corp/proxy.crt"), "PEM-1").expect("write");
+        std::fs::write(dir.path().join("a.crt"), "PEM-2").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "not a cert").expect("write");
+        let cas = local_cas(dir.path()).expect("list");
+        let names: Vec<_> = cas.iter().map(|c| c.relative.clone()).collect();
+        assert_eq!(
+            names,
+            [PathBuf::from("a.crt"), PathBuf::from("corp/proxy.crt")]
+        );
+        let before = cas_digest(&cas);
+        std::fs::write(dir.path().join("a.crt"), "PEM-3").expect("write");
+        assert_ne!(cas_digest(&local_cas(dir.path()).expect("list")), before);
+        assert_ne!(cas_digest(&[]), before);
+    }
+
+    #[test]
     fn finds_mirror_in_deb822_and_one_line_sources() {
         let deb822 = "Types: deb\nURIs: http://security.debian.org/debian-security\nSuites: bookworm-security\n\n\
                       Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
@@ -599,6 +723,7 @@ mod tests {
             suite: SUITE.to_owned(),
             packages: PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
             envd_sha256: None,
+            host_cas_sha256: None,
         };
         assert!(current.base_current());
         let mut fewer = current.clone();
