@@ -31,8 +31,8 @@ pub struct AgentArgs {
     /// The runsc binary.
     #[arg(long, env = "WRENN_RUNSC", default_value = "runsc")]
     pub runsc: PathBuf,
-    /// Keep runsc's debug logs in each capsule's directory (`runsc-debug/`): slow, verbose,
-    /// for diagnosing sandbox failures.
+    /// Keep runsc's debug logs in `<data dir>/runsc-debug/<capsule>/`: verbose, for diagnosing
+    /// sandbox failures.
     #[arg(long, env = "WRENN_RUNSC_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub runsc_debug: bool,
 }
@@ -69,7 +69,9 @@ pub async fn prepare(args: &AgentArgs) -> anyhow::Result<PreparedAgent> {
     let mut config = GvisorConfig::new(data_dir.runsc_root());
     config.runsc = args.runsc.clone();
     config.platform = args.platform;
-    config.debug_logs = args.runsc_debug;
+    config.debug_log_dir = args
+        .runsc_debug
+        .then(|| data_dir.root().join("runsc-debug"));
     config.disk_spares_dir = Some(data_dir.root().join("disks"));
     let runtime = GvisorRuntime::new(config).await.context(
         "checking runsc (gVisor): install it with `bash scripts/install-runsc.sh` or pass --runsc",

@@ -62,7 +62,7 @@ pub struct UpArgs {
     /// Most capsules this host runs at once.
     #[arg(long, env = "WRENN_MAX_CAPSULES", default_value_t = 256)]
     max_capsules: u32,
-    /// Keep runsc's debug logs in each capsule's directory (see `wrenn agent --help`).
+    /// Keep runsc's debug logs in `<data dir>/runsc-debug/` (see `wrenn agent --help`).
     #[arg(long, env = "WRENN_RUNSC_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     runsc_debug: bool,
 }

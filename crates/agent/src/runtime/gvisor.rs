@@ -105,9 +105,9 @@ pub struct GvisorConfig {
     /// Where pre-formatted capsule disks of [`crate::capsule::DEFAULT_DISK_MB`] wait
     /// ([`disk::Spares`]); `None` formats each disk during its create.
     pub disk_spares_dir: Option<PathBuf>,
-    /// runsc `--debug` with its logs in `<capsule>/runsc-debug/` (one file per runsc command
-    /// and sandbox process). Verbose and slow: for diagnosing, not for production.
-    pub debug_logs: bool,
+    /// runsc `--debug`, its logs in `<dir>/<capsule id>/` (one file per runsc command and
+    /// sandbox process; kept after the capsule is gone). Verbose: for diagnosing only.
+    pub debug_log_dir: Option<PathBuf>,
 }
 
 impl GvisorConfig {
@@ -118,7 +118,7 @@ impl GvisorConfig {
             platform: Platform::default(),
             hide_proc_sys_net: None,
             disk_spares_dir: None,
-            debug_logs: false,
+            debug_log_dir: None,
         }
     }
 }
@@ -258,10 +258,10 @@ impl GvisorRuntime {
             log,
             panic_log,
         ];
-        if self.config.debug_logs {
+        if let Some(dir) = &self.config.debug_log_dir {
             // A trailing slash makes runsc create one file per command (boot, gofer, restore…).
             let mut debug_log = OsString::from("--debug-log=");
-            debug_log.push(spec.state_dir.join("runsc-debug"));
+            debug_log.push(dir.join(spec.id.as_str()));
             debug_log.push("/");
             flags.push(OsString::from("--debug"));
             flags.push(debug_log);
