@@ -5,8 +5,12 @@
 #   clippy    cargo clippy --workspace --all-targets -- -D warnings
 #   postgres  PostgreSQL cluster + test database for the control plane's tests
 #             (exports WRENN_TEST_POSTGRES_URL; with CI=true those tests fail without it)
+#   ui        the dashboard: npm ci, build (embedded by every later wrenn build), svelte-check,
+#             vitest, bundle-size budget (scripts/web-test.sh without the browser)
 #   test      cargo test --workspace --no-fail-fast (every test binary runs)
 #   build     release (static) envd, used by the agent's capsule image and the e2b suite
+#   sdk       the official wrenn SDK against `wrenn up` (tests/sdk; builds code-runner-beta)
+#   web       the dashboard in Chromium against `wrenn up` (tests/web, playwright-core)
 #   e2b       the public e2b Python SDK against envd (tests/e2b, pytest)
 #   bench-*   bench/envd/run.sh and bench/agent/run.sh (performance targets as ratios)
 # Every step runs even when an earlier one failed (unless it needs that one's output);
@@ -17,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-TEST_PACKAGES=(python3 python3-venv iproute2 procps passwd libnss-myhostname)
+TEST_PACKAGES=(python3 python3-venv iproute2 procps passwd libnss-myhostname chromium)
 VENV="$REPO_ROOT/.venv"
 E2B_LOG_DIR="$REPO_ROOT/target/e2b"
 export ENVD_BIN E2B_LOG_DIR
@@ -128,6 +132,14 @@ run_sdk() {
         timeout -k 30 1800 .venv-sdk/bin/python -m pytest -p no:cacheprovider tests/sdk
 }
 
+# The dashboard in a real browser against the release `wrenn` (built by run_sdk, UI embedded).
+run_web() {
+    cargo build --locked --release -p wrenn-cli
+    WRENN_BIN=$PWD/target/release/wrenn \
+        WRENN_IMAGES_DIR=$PWD/target/tmp/wrenn-agent-data/images \
+        WEB_TEST_SKIP_NODE=1 timeout -k 30 1800 bash scripts/web-test.sh
+}
+
 run_e2b() {
     mkdir -p "$E2B_LOG_DIR"
     # -p no:cacheprovider: keep the clone clean. The suite starts envd itself.
@@ -159,6 +171,8 @@ fi
 ensure_rust
 
 step fmt cargo fmt --all -- --check
+# Before any cargo build: the wrenn binary embeds web/build at compile time.
+step ui env WEB_TEST_SKIP_BROWSER=1 bash scripts/web-test.sh
 step clippy cargo clippy --locked --workspace --all-targets -- -D warnings
 # The static envd goes first: the agent's tests put it into the capsule image.
 step build build_envd
@@ -171,6 +185,11 @@ if passed test; then
     step sdk run_sdk
 else
     skip sdk "the test step (which builds the capsule image) failed"
+fi
+if passed test && passed ui; then
+    step web run_web
+else
+    skip web "needs the ui step and the capsule image of the test step"
 fi
 if passed build; then
     step e2b run_e2b

@@ -2,7 +2,8 @@
 
 The module fixture builds the template through the API with the CLI (`wrenn template build
 --bundled code-runner-beta`, the admin key of `wrenn up`): Debian packages and PyPI must be
-reachable from capsules (host NAT). A build takes a few minutes; an existing template of that
+reachable from capsules (host NAT; behind a TLS-inspecting proxy, the image trusts the host's
+CAs). A build takes a few minutes; an existing template of that
 name is reused. The SDK then reaches Jupyter through the capsule proxy on port 8888
 (`8888-<id>.localhost:<port>`: HTTP for kernel discovery, a WebSocket for execute requests).
 
@@ -33,47 +34,13 @@ def _template_exists(http) -> bool:
     return any(t["name"] == TEMPLATE for t in r.json())
 
 
-# Hosts whose egress goes through a TLS-inspecting proxy trust its CA here; capsules reach PyPI
-# through the same NAT, so the build capsule must trust it too.
-HOST_CAS = Path("/usr/local/share/ca-certificates")
-
-
-def _with_host_cas(bin_path: Path, cas: list[Path], work: Path) -> list[str]:
-    """The bundled recipe, preceded by steps installing the host's extra CAs (sent as the
-    build archive) and pointing pip at the system bundle."""
-    import json
-    import shutil
-
-    src = REPO / "recipes" / TEMPLATE
-    files = work / "files"
-    (files / "cas").mkdir(parents=True)
-    for ca in cas:
-        shutil.copy(ca, files / "cas" / ca.name)
-    lines = [
-        "USER root",
-        "COPY cas /usr/local/share/ca-certificates/",
-        "RUN update-ca-certificates",
-        "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
-    ] + [l for l in (src / "recipe.txt").read_text().splitlines()
-         if l.strip() and not l.lstrip().startswith("#")]
-    recipe = work / "recipe.txt"
-    recipe.write_text("\n".join(lines) + "\n")
-    config = json.loads((src / "build.json").read_text())
-    return [str(bin_path), "template", "build", TEMPLATE, "-f", str(recipe),
-            "--archive", str(files), "--healthcheck", config["healthcheck"],
-            "--memory-mb", str(config["memory_mb"])]
-
-
 @pytest.fixture(scope="module")
-def code_runner_template(server, http, tmp_path_factory):
+def code_runner_template(server, http):
     if _template_exists(http):
         return TEMPLATE
     bin_path = Path(os.environ.get("WRENN_BIN", REPO / "target" / "release" / "wrenn"))
     env = {**os.environ, "WRENN_BASE_URL": server.base_url, "WRENN_API_KEY": server.api_key}
     cmd = [str(bin_path), "template", "build", "--bundled", TEMPLATE]
-    extra_cas = sorted(HOST_CAS.glob("*.crt")) if HOST_CAS.is_dir() else []
-    if extra_cas:
-        cmd = _with_host_cas(bin_path, extra_cas, tmp_path_factory.mktemp("recipe"))
     started = time.monotonic()
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     print(f"\n{TEMPLATE} build took {time.monotonic() - started:.0f}s\n{run.stderr[-4000:]}")

@@ -46,6 +46,8 @@ const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 const MARKER: &str = "image.json";
 /// Where Debian keeps locally added CAs, on the host and in the image alike.
 const LOCAL_CA_DIR: &str = "usr/local/share/ca-certificates";
+/// System-wide pip configuration in the image.
+const PIP_CONF: &str = "etc/pip.conf";
 const STEPS: u64 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +419,23 @@ async fn install_cas(rootfs: &Path, cas: &[LocalCa]) -> Result<(), ImageError> {
         None,
     )
     .await?;
+    // pip (also in venvs) verifies against its own certifi bundle unless told otherwise.
+    let pip_conf = rootfs.join(PIP_CONF);
+    if cas.is_empty() {
+        match std::fs::remove_file(&pip_conf) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error("removing", &pip_conf)(e));
+            }
+            _ => {}
+        }
+    } else {
+        std::fs::write(
+            &pip_conf,
+            "# Written by `wrenn image build`: trust the system store, which holds the host's CAs.\n\
+             [global]\ncert = /etc/ssl/certs/ca-certificates.crt\n",
+        )
+        .map_err(io_error("writing", &pip_conf))?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,11 @@
 //! Most tests need no capsules: the control plane runs in-process (its own thread and runtime)
 //! on 127.0.0.1:0 over a temp SQLite database, with a bootstrapped admin (password + API key),
 //! and no host agent. `capsule_end_to_end` boots real capsules through `wrenn up`: it needs root,
-//! runsc and a prebuilt `minimal` image (skipped otherwise) and holds the host-wide capsule lock.
+//! runsc and the `minimal` image of the agent tests' fixture (skipped when not root) and holds
+//! the host-wide capsule lock.
+
+#[path = "../../agent/tests/common/mod.rs"]
+mod common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -372,34 +376,19 @@ fn credentials_default_to_home_config() {
 
 // ---- with real capsules ----
 
-const HOST_LOCK: &str = "/run/lock/wrenn-capsules.lock";
-
-fn minimal_image() -> Option<PathBuf> {
-    let candidate = match std::env::var_os("WRENN_TEST_MINIMAL_IMAGE") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target-agent/tmp/wrenn-agent-data/images/minimal"),
-    };
-    candidate.join("image.json").is_file().then_some(candidate)
-}
-
+/// The `minimal` image: `WRENN_TEST_MINIMAL_IMAGE`, else the agent tests' fixture (built once,
+/// locked and cached, shared with them). `None` (skip) only when not root.
 fn capsules_possible() -> Option<PathBuf> {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping: capsules need root");
-        return None;
+    if let Some(path) = std::env::var_os("WRENN_TEST_MINIMAL_IMAGE") {
+        return Some(PathBuf::from(path));
     }
-    let runsc = Command::new("runsc").arg("--version").output();
-    if !runsc.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping: no runsc");
-        return None;
-    }
-    let image = minimal_image();
-    if image.is_none() {
-        eprintln!(
-            "skipping: no prebuilt minimal image (set WRENN_TEST_MINIMAL_IMAGE or run the agent tests)"
-        );
-    }
-    image
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime
+        .block_on(common::fixture())
+        .map(|data| data.images().join("minimal"))
 }
 
 /// `wrenn up` on a scratch data dir; SIGTERM and cleanup on drop.
@@ -417,7 +406,7 @@ impl Up {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(HOST_LOCK)
+            .open(common::HOST_LOCK)
             .expect("open host lock");
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)

@@ -1,6 +1,6 @@
 //! Template builds end to end: `wrenn up` (control plane + in-process agent, real runsc) on a
-//! scratch data dir and the `wrenn template build` command. Needs root, runsc and a prebuilt
-//! `minimal` image (WRENN_TEST_MINIMAL_IMAGE, else the agent tests' image); skipped otherwise.
+//! scratch data dir and the `wrenn template build` command. Needs root (skipped otherwise),
+//! runsc and the `minimal` image (WRENN_TEST_MINIMAL_IMAGE, else the agent tests' fixture).
 //! Holds the host-wide capsule lock while capsules run.
 //!
 //! - `recipe_with_every_instruction`: RUN (+ --timeout), START, ENV (expansion, `$$`, literal),
@@ -11,6 +11,9 @@
 //!   cancel stops a running build and no capsule is left; a base template (no healthcheck)
 //!   gives capsules the files without the processes.
 
+#[path = "../../agent/tests/common/mod.rs"]
+mod common;
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,8 +21,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const HOST_LOCK: &str = "/run/lock/wrenn-capsules.lock";
 
 fn scratch_dir(prefix: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -33,30 +34,19 @@ fn scratch_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-fn minimal_image() -> Option<PathBuf> {
-    let candidate = match std::env::var_os("WRENN_TEST_MINIMAL_IMAGE") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/tmp/wrenn-agent-data/images/minimal"),
-    };
-    candidate.join("image.json").is_file().then_some(candidate)
-}
-
+/// The `minimal` image: `WRENN_TEST_MINIMAL_IMAGE`, else the agent tests' fixture (built once,
+/// locked and cached, shared with them). `None` (skip) only when not root.
 fn capsules_possible() -> Option<PathBuf> {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping: capsules need root");
-        return None;
+    if let Some(path) = std::env::var_os("WRENN_TEST_MINIMAL_IMAGE") {
+        return Some(PathBuf::from(path));
     }
-    let runsc = Command::new("runsc").arg("--version").output();
-    if !runsc.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping: no runsc");
-        return None;
-    }
-    let image = minimal_image();
-    if image.is_none() {
-        eprintln!("skipping: no prebuilt minimal image (set WRENN_TEST_MINIMAL_IMAGE)");
-    }
-    image
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime
+        .block_on(common::fixture())
+        .map(|data| data.images().join("minimal"))
 }
 
 /// `wrenn up` on a scratch data dir; SIGTERM and cleanup on drop.
@@ -74,7 +64,7 @@ impl Up {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(HOST_LOCK)
+            .open(common::HOST_LOCK)
             .expect("open host lock");
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
