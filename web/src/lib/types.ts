@@ -107,3 +107,28 @@ export interface AdminTeam { id: string; name: string; slug: string; is_byoc: bo
 export interface Paged { total: number; page: number; per_page: number; total_pages: number }
 export interface AdminTemplate { name: string; type: string; vcpus: number; memory_mb: number; size_bytes: number; team_id: string; created_at: string; platform: boolean; protected: boolean }
 export interface Host { id: string; type: string; team_id?: string; team_name?: string; arch?: string; cpu_cores?: number; memory_mb?: number; disk_gb?: number; address?: string; status: string; last_heartbeat_at?: string; created_at: string }
+
+/** One finished build step (spec §G). */
+export interface BuildLog { step: number; phase: string; cmd: string; stdout?: string; stderr?: string; exit?: number; ok: boolean; elapsed_ms?: number }
+export type BuildStatus = 'pending' | 'running' | 'success' | 'failed' | 'cancelled';
+/** The Build object (spec §B.13). */
+export interface Build {
+	id: string;
+	name: string;
+	base_template: string;
+	recipe: string[];
+	healthcheck?: string;
+	vcpus: number;
+	memory_mb: number;
+	skip_pre_post?: boolean;
+	status: BuildStatus;
+	current_step: number;
+	total_steps: number;
+	logs: BuildLog[];
+	error?: string;
+	sandbox_id?: string;
+	template_type?: string;
+	created_at: string;
+	started_at?: string;
+	completed_at?: string;
+}

@@ -10,6 +10,8 @@ describe('terminal framing', () => {
 	it('builds control messages', () => {
 		expect(JSON.parse(encodeControl(startMessage(120, 40)))).toMatchObject({ type: 'start', cols: 120, rows: 40, cmd: '/bin/bash' });
 		expect(startMessage(0, NaN)).toMatchObject({ cols: 80, rows: 24 });
+		// A UTF-8 locale, or readline turns multi-byte characters into Meta keys.
+		expect(startMessage(80, 24).envs).toMatchObject({ LANG: 'C.UTF-8', TERM: 'xterm-256color' });
 		expect(resizeMessage(100.7, 30)).toEqual({ type: 'resize', cols: 100, rows: 30 });
 		expect(resizeMessage(0, 30)).toBeNull();
 		expect(encodeControl({ type: 'connect', tag: 'pty-1' })).toBe('{"type":"connect","tag":"pty-1"}');

@@ -34,8 +34,14 @@ export function encodeControl(msg: ClientControl): string {
 	return JSON.stringify(msg);
 }
 
+/**
+ * The start message of a new shell. `LANG` matters: capsules have no locale set, and in the
+ * POSIX locale bash's readline takes each byte of a UTF-8 character for a Meta key (`✓` =
+ * E2 9C 93 becomes M-b, M-^\, M-^S: the cursor jumps back a word and the character never
+ * reaches the command line). C.UTF-8 is built into glibc, so every image has it.
+ */
 export function startMessage(cols: number, rows: number, cmd = '/bin/bash'): StartMessage {
-	return { type: 'start', cmd, args: ['-l'], cols: clampDim(cols, 80), rows: clampDim(rows, 24), envs: { TERM: 'xterm-256color', LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' } };
+	return { type: 'start', cmd, args: ['-l'], cols: clampDim(cols, 80), rows: clampDim(rows, 24), envs: { TERM: 'xterm-256color', LANG: 'C.UTF-8' } };
 }
 
 export function resizeMessage(cols: number, rows: number): ResizeMessage | null {
