@@ -63,6 +63,11 @@ pub fn environment(
     let mut env = BTreeMap::new();
     let path = std::env::var("PATH").unwrap_or_else(|_| FALLBACK_PATH.to_owned());
     env.insert("PATH".to_owned(), path);
+    // The locale envd was started with (the host agent gives C.UTF-8): without one, shells
+    // and line editors treat every non-ASCII byte as a control or meta key.
+    if let Ok(lang) = std::env::var("LANG") {
+        env.insert("LANG".to_owned(), lang);
+    }
     env.insert(
         "HOME".to_owned(),
         account.home.to_string_lossy().into_owned(),
