@@ -7,33 +7,21 @@
 //! runsc and the `minimal` image of the agent tests' fixture (skipped when not root) and holds
 //! the host-wide capsule lock.
 
-#[path = "../../agent/tests/common/mod.rs"]
-mod common;
+mod up;
+
+use up::{Up, capsules_possible, scratch_dir};
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 const EMAIL: &str = "admin@example.com";
 const PASSWORD: &str = "correct horse battery";
 const MISSING_CAPSULE: &str = "cl-0000000000000000000000001";
-
-fn scratch_dir(prefix: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 /// A control plane in its own thread; stopped and deleted on drop.
 struct ControlPlane {
@@ -376,114 +364,12 @@ fn credentials_default_to_home_config() {
 
 // ---- with real capsules ----
 
-/// The `minimal` image: `WRENN_TEST_MINIMAL_IMAGE`, else the agent tests' fixture (built once,
-/// locked and cached, shared with them). `None` (skip) only when not root.
-fn capsules_possible() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("WRENN_TEST_MINIMAL_IMAGE") {
-        return Some(PathBuf::from(path));
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime
-        .block_on(common::fixture())
-        .map(|data| data.images().join("minimal"))
-}
-
-/// `wrenn up` on a scratch data dir; SIGTERM and cleanup on drop.
-struct Up {
-    child: std::process::Child,
-    url: String,
-    key: String,
-    data: PathBuf,
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-impl Up {
-    fn start(image: &Path) -> Up {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(common::HOST_LOCK)
-            .expect("open host lock");
-        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .expect("flock");
-        let data = scratch_dir("wrenn-cli-up");
-        std::fs::create_dir_all(data.join("images")).unwrap();
-        std::os::unix::fs::symlink(image, data.join("images/minimal")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wrenn"))
-            .args(["up", "--data-dir"])
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0"])
-            .env_remove("WRENN_API_KEY")
-            .env_remove("WRENN_BASE_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn wrenn up");
-        // The `export` lines come once the API answers.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut url, mut key) = (String::new(), String::new());
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while url.is_empty() || key.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("wrenn up did not print its exports");
-            if let Some(v) = line.strip_prefix("export WRENN_BASE_URL=") {
-                url = v.to_owned();
-            } else if let Some(v) = line.strip_prefix("export WRENN_API_KEY=") {
-                key = v.to_owned();
-            }
-        }
-        Up {
-            child,
-            url,
-            key,
-            data,
-            _lock: lock,
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(self.data.join("images/minimal"));
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
 #[test]
 fn capsule_end_to_end() {
     let Some(image) = capsules_possible() else {
         return;
     };
-    let up = Up::start(&image);
+    let up = Up::start(&image, "wrenn-cli-up");
     let user = User::new();
     user.expect(0, &["login", "--url", &up.url, "--api-key", &up.key]);
 
