@@ -1000,11 +1000,15 @@ async fn runs_as_requested_user_with_clean_env_and_cwd() {
         .collect();
     let mut keys: Vec<&str> = env.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        ["FOO", "HOME", "LOGNAME", "PATH", "SHELL", "USER"],
-        "env: {env:?}"
-    );
+    // envd passes on only its own locale (the agent starts it with LANG=C.UTF-8).
+    let lang = std::env::var("LANG").ok();
+    let mut expected = vec!["FOO", "HOME", "LOGNAME", "PATH", "SHELL", "USER"];
+    if lang.is_some() {
+        expected.push("LANG");
+        expected.sort_unstable();
+    }
+    assert_eq!(keys, expected, "env: {env:?}");
+    assert_eq!(env.get("LANG"), lang.as_ref());
     assert_eq!(env["HOME"], "/home/wrenn-test");
     assert_eq!(env["LOGNAME"], "wrenn-test");
     assert_eq!(env["USER"], "overridden", "request envs win");
