@@ -54,7 +54,8 @@ async fn metrics_exposition(s: &TestServer) {
         insert_capsule(s, &admin.team_id, status).await;
     }
     // Traffic: two capsule GETs of different (unknown) ids share one route series; a 404 of a
-    // path no route has is `unmatched`; the SDK's `/api` prefix is its own template.
+    // API path no route has is `unmatched` (other paths are the dashboard's: index.html); the
+    // SDK's `/api` prefix is its own template.
     for _ in 0..2 {
         let id = CapsuleId::random().to_string();
         let (st, _) = s.get(&format!("/v1/capsules/{id}"), admin.bearer()).await;
@@ -64,7 +65,7 @@ async fn metrics_exposition(s: &TestServer) {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _) = s.get("/api/v1/capsules", admin.bearer()).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, _) = s.get("/no/such/path/12345", Cred::None).await;
+    let (st, _) = s.get("/v1/no/such/path/12345", Cred::None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (st, _) = s.get("/health", Cred::None).await;
     assert_eq!(st, StatusCode::OK);
