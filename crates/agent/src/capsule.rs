@@ -732,8 +732,6 @@ pub fn envd_sandbox_spec(
         init_env: vec![
             format!("PATH={INIT_PATH}"),
             "HOME=/root".to_owned(),
-            // envd passes it on to every process: UTF-8 in terminals and tools by default.
-            "LANG=C.UTF-8".to_owned(),
             format!("WRENN_SANDBOX_ID={id}"),
         ],
         files,

@@ -27,6 +27,9 @@ use tokio_util::io::{ReaderStream, StreamReader};
 const METADATA_PREFIX: &str = "x-metadata-";
 /// Write buffer between the request body and the file.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// After a rejected upload, at most this much of the body is read and dropped so the
+/// client, still sending, gets the error response rather than a broken pipe.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Serialize)]
 pub struct WriteInfo {
@@ -82,14 +85,25 @@ pub async fn upload(
         if field.name() != Some("file") {
             continue;
         }
-        let target = multipart_target(&caller, &query, field.file_name())?;
-        if !targets.insert(target.clone()) {
-            return Err(HttpError::bad_request(format!(
-                "more than one part targets {}",
-                target.display()
-            )));
+        let target = match multipart_target(&caller, &query, field.file_name()) {
+            Ok(target) if targets.insert(target.clone()) => target,
+            Ok(target) => {
+                let error = HttpError::bad_request(format!(
+                    "more than one part targets {}",
+                    target.display()
+                ));
+                drain(field, DRAIN_LIMIT).await;
+                return Err(drain_parts(multipart, error).await);
+            }
+            Err(error) => {
+                drain(field, DRAIN_LIMIT).await;
+                return Err(drain_parts(multipart, error).await);
+            }
+        };
+        match write_file(&caller, target, field, &metadata).await {
+            Ok(info) => written.push(info),
+            Err(error) => return Err(drain_parts(multipart, error).await),
         }
-        written.push(write_file(&caller, target, field, &metadata).await?);
     }
     if written.is_empty() {
         return Err(HttpError::bad_request(
@@ -169,12 +183,15 @@ where
     E: std::fmt::Display,
 {
     let opened = target.clone();
-    let file = caller
-        .run(move || open_for_write(&opened))
-        .await
-        .map_err(fs_error)?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
     let mut data = std::pin::pin!(data);
+    let file = match caller.run(move || open_for_write(&opened)).await {
+        Ok(file) => file,
+        Err(e) => {
+            drain(data.as_mut(), DRAIN_LIMIT).await;
+            return Err(fs_error(e));
+        }
+    };
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
     while let Some(chunk) = data.next().await {
         let chunk =
             chunk.map_err(|e| HttpError::bad_request(format!("reading upload body: {e}")))?;
@@ -202,6 +219,29 @@ where
         kind: "file",
         metadata: metadata.iter().cloned().collect(),
     })
+}
+
+/// Reads and drops up to `limit` bytes of `data` (see [`DRAIN_LIMIT`]).
+async fn drain<S, E>(data: S, limit: usize)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let mut data = std::pin::pin!(data);
+    let mut seen = 0;
+    while seen < limit {
+        match data.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+/// Drains the parts after a rejected one, then hands back `error`.
+async fn drain_parts(mut multipart: Multipart, error: HttpError) -> HttpError {
+    while let Ok(Some(field)) = multipart.next_field().await {
+        drain(field, DRAIN_LIMIT).await;
+    }
+    error
 }
 
 /// Creates the parents and opens `path` create+truncate, mode 0666 (umask
