@@ -14,7 +14,7 @@ use crate::audit::{self, AuditActor, AuditEvent, Scope};
 use crate::auth::{Principal, UserPrincipal};
 use crate::db::teams::Role;
 use crate::db::users::UserStatus;
-use crate::db::{admin, api_keys, sessions, teams, templates, users};
+use crate::db::{admin, sessions, teams, templates, users};
 use crate::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use crate::ids::{TeamId, UserId};
 use crate::lifecycle;
@@ -357,20 +357,8 @@ async fn delete_team(
         Some(t) if t.deleted_at.is_none() => {}
         _ => return Err(ApiError::not_found("team not found")),
     }
-    let active = teams::active_capsules(&mut *tx, team).await?;
-    if !active.is_empty() {
-        let ids = serde_json::json!(active.iter().map(ToString::to_string).collect::<Vec<_>>());
-        return Err(
-            ApiError::conflict("the team still has capsules; destroy them first")
-                .with_code("has_active_sandboxes")
-                .with_extra("sandbox_ids", ids.clone())
-                .with_extra("capsule_ids", ids),
-        );
-    }
-    api_keys::delete_all_for_team(&mut *tx, team).await?;
-    teams::soft_delete(&mut *tx, team, crate::time::now()).await?;
-    audit::record(
-        &mut *tx,
+    super::teams::delete_team_in(
+        &mut tx,
         team,
         &p.actor(),
         AuditEvent::new("team", team.to_string(), "delete").scope(Scope::Admin),

@@ -202,7 +202,27 @@ async fn delete_team(
         return Err(ApiError::forbidden("only the team's owner can delete it"));
     }
     let mut tx = state.pool().begin().await.map_err(ApiError::internal)?;
-    let active = teams::active_capsules(&mut *tx, team).await?;
+    delete_team_in(
+        &mut tx,
+        team,
+        &p.actor(),
+        AuditEvent::new("team", team.to_string(), "delete"),
+    )
+    .await?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The team delete shared by its owner and platform admins, inside the caller's transaction:
+/// 409 `has_active_sandboxes` (with `sandbox_ids`/`capsule_ids`) while capsules remain, else
+/// the API keys go, the team is soft-deleted and `event` is audited.
+pub(crate) async fn delete_team_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    team: TeamId,
+    actor: &crate::auth::Actor,
+    event: AuditEvent,
+) -> ApiResult<()> {
+    let active = teams::active_capsules(&mut **tx, team).await?;
     if !active.is_empty() {
         let ids = serde_json::json!(active.iter().map(ToString::to_string).collect::<Vec<_>>());
         return Err(
@@ -212,17 +232,10 @@ async fn delete_team(
                 .with_extra("capsule_ids", ids),
         );
     }
-    api_keys::delete_all_for_team(&mut *tx, team).await?;
-    teams::soft_delete(&mut *tx, team, crate::time::now()).await?;
-    audit::record(
-        &mut *tx,
-        team,
-        &p.actor(),
-        AuditEvent::new("team", team.to_string(), "delete"),
-    )
-    .await?;
-    tx.commit().await.map_err(ApiError::internal)?;
-    Ok(StatusCode::NO_CONTENT)
+    api_keys::delete_all_for_team(&mut **tx, team).await?;
+    teams::soft_delete(&mut **tx, team, crate::time::now()).await?;
+    audit::record(&mut **tx, team, actor, event).await?;
+    Ok(())
 }
 
 /// Members of the current team.
