@@ -27,6 +27,10 @@ pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MB: u64 = 512;
 pub const DEFAULT_DISK_MB: u64 = 10 * 1024;
 const STATE: &str = "state.json";
+/// How long a start or restore waits for envd before also checking whether the sandbox is still
+/// there (`runsc state` costs a process start, so the common fast case skips it).
+const EXIT_CHECK_AFTER: Duration = Duration::from_secs(1);
+const EXIT_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 pub(crate) const HOSTNAME: &str = "capsule";
 pub(crate) const INIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -442,7 +446,9 @@ impl<R: Runtime> Capsules<R> {
         let started = std::time::Instant::now();
         self.runtime.start(&spec).await?;
         let addr = envd::envd_addr(network.capsule_ip());
-        if let Err(source) = envd::wait_healthy(addr, self.health_timeout).await {
+        if let Err(source) =
+            wait_envd_up(&self.runtime, &request.id, addr, self.health_timeout).await
+        {
             let log = std::fs::read(self.runtime.console_log(dir)).unwrap_or_default();
             if let Err(e) = self.runtime.destroy(&request.id).await {
                 tracing::warn!(id = %request.id, error = %e, "sandbox cleanup after envd timeout");
@@ -780,6 +786,38 @@ pub(crate) fn remove_dir(dir: &Path) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(dir = %dir.display(), error = %e, "removing capsule directory");
+    }
+}
+
+/// [`envd::wait_healthy`] that gives up as soon as the sandbox has exited: an init that died
+/// (e.g. a crash right after a restore) would otherwise cost the whole timeout.
+pub(crate) async fn wait_envd_up<R: Runtime>(
+    runtime: &R,
+    id: &CapsuleId,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Duration, HealthTimeout> {
+    let start = std::time::Instant::now();
+    let exited = async {
+        tokio::time::sleep(EXIT_CHECK_AFTER).await;
+        loop {
+            match runtime.state(id).await {
+                Ok(None) => return "the sandbox is gone",
+                Ok(Some(info)) if info.status == crate::runtime::SandboxStatus::Stopped => {
+                    return "the sandbox exited";
+                }
+                _ => {}
+            }
+            tokio::time::sleep(EXIT_CHECK_INTERVAL).await;
+        }
+    };
+    tokio::select! {
+        healthy = envd::wait_healthy(addr, timeout) => healthy,
+        reason = exited => Err(HealthTimeout {
+            addr,
+            waited: start.elapsed(),
+            last_error: format!("{reason} before envd answered"),
+        }),
     }
 }
 

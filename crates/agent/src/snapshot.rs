@@ -425,7 +425,7 @@ impl<R: Runtime> Capsules<R> {
         let addr = envd::envd_addr(network.capsule_ip());
         let ready = async {
             // The first /health after a restore also ends envd's quiesce.
-            envd::wait_healthy(addr, RESTORE_HEALTH_TIMEOUT)
+            capsule::wait_envd_up(self.runtime(), id, addr, RESTORE_HEALTH_TIMEOUT)
                 .await
                 .map_err(|source| SnapshotError::EnvdUnhealthy {
                     log: crate::command::truncate(

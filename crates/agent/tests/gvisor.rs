@@ -587,6 +587,42 @@ async fn failed_creates_leave_nothing_behind() {
     assert_no_leftovers(&data_dir).await;
     std::fs::remove_dir_all(data_dir.template("broken").unwrap()).unwrap();
 
+    // A template whose envd starts and exits at once: reported as soon as the sandbox is gone,
+    // not after the whole health timeout.
+    let exits = data_dir.template_rootfs("exits").unwrap();
+    std::fs::create_dir_all(exits.parent().unwrap()).unwrap();
+    let minimal = data_dir.template_rootfs("minimal").unwrap();
+    common::output(
+        std::process::Command::new("cp")
+            .arg("-al")
+            .arg(&minimal)
+            .arg(&exits),
+    );
+    // A new file, not a write through the hard link into the shared template.
+    let envd = exits.join("usr/local/bin/envd");
+    std::fs::remove_file(&envd).unwrap();
+    std::fs::write(
+        &envd,
+        b"#!/bin/sh\necho 'envd stand-in exiting' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&envd, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut exiting = request(true);
+    exiting.template = "exits".into();
+    let started = std::time::Instant::now();
+    let err = capsules.create(exiting).await.unwrap_err();
+    let waited = started.elapsed();
+    eprintln!("exiting envd after {waited:?}: {err}");
+    assert!(matches!(err, CapsuleError::EnvdUnhealthy { .. }), "{err}");
+    assert!(
+        err.to_string().contains("exited before envd answered"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("envd stand-in exiting"), "{err}");
+    assert!(waited < Duration::from_secs(15), "took {waited:?}");
+    assert_no_leftovers(&data_dir).await;
+    std::fs::remove_dir_all(data_dir.template("exits").unwrap()).unwrap();
+
     // One slot: the second capsule is refused cleanly; a duplicate id too.
     let first = capsules.create(request(true)).await.expect("first");
     let err = capsules.create(request(true)).await.unwrap_err();

@@ -333,6 +333,74 @@ async fn paused_capsule_survives_an_agent_restart() {
     assert_all_gone(&data_dir, &capsules).await;
 }
 
+/// Busy shell loops competing with the sandboxes for the CPU until dropped (separate processes:
+/// they reproduced the restore crash below far more reliably than busy threads in this process).
+struct CpuLoad(Vec<std::process::Child>);
+
+impl CpuLoad {
+    fn start(loops: usize) -> Self {
+        CpuLoad(
+            (0..loops)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Many pause/resume cycles with a process started through envd before each pause (its pipes
+/// and the agent's connection are closed shortly before the checkpoint), while the host's CPUs
+/// are busy. gVisor replays events of such deleted epoll interests after a restore; before envd
+/// dropped them, envd (PID 1) crashed right after a restore within about ten cycles here (3 of
+/// 3 runs), losing the capsule (see envd's `epoll_tokens`).
+#[tokio::test]
+async fn many_pause_resume_cycles_with_process_churn() {
+    const CYCLES: u64 = 50;
+    let Some(data_dir) = fixture().await else {
+        return;
+    };
+    let _lock = serial().await;
+    let _load = CpuLoad::start(2);
+    clean_template(&data_dir);
+    let capsules = setup(&data_dir, MAX_SLOTS).await;
+    let capsule = capsules.create(request(true)).await.expect("create");
+    exec(&capsule, &format!("{COUNTER} echo ok")).await;
+    let mut last = count_above(&capsule, 0).await;
+    for cycle in 1..=CYCLES {
+        capsules
+            .pause(&capsule.id)
+            .await
+            .unwrap_or_else(|e| panic!("pause {cycle}: {e}"));
+        let resumed = capsules
+            .resume(&capsule.id, ResumeOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("resume {cycle} of {CYCLES}: {e}"));
+        // A short-lived process with stdout and stderr pipes, right before the next pause.
+        let now = count(&resumed).await;
+        assert!(
+            now >= last,
+            "cycle {cycle}: counter went back from {last} to {now}"
+        );
+        last = now;
+    }
+    assert!(count_above(&capsule, last).await > last);
+    capsules.destroy(&capsule.id).await.unwrap();
+    assert_all_gone(&data_dir, &capsules).await;
+}
+
 /// Runs a command to completion through the agent's reaper-aware spawn (the runtime made this
 /// process a subreaper that reaps unregistered children).
 async fn run_timed(cmd: &mut tokio::process::Command) -> Duration {

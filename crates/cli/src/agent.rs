@@ -35,6 +35,10 @@ pub struct AgentArgs {
     /// sandbox failures.
     #[arg(long, env = "WRENN_RUNSC_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     pub runsc_debug: bool,
+    /// With --runsc-debug: also log every syscall inside the sandboxes (runsc --strace). Very
+    /// verbose; for diagnosing what a process in a capsule did.
+    #[arg(long, env = "WRENN_RUNSC_STRACE", requires = "runsc_debug", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
+    pub runsc_strace: bool,
 }
 
 pub fn is_root() -> bool {
@@ -72,6 +76,7 @@ pub async fn prepare(args: &AgentArgs) -> anyhow::Result<PreparedAgent> {
     config.debug_log_dir = args
         .runsc_debug
         .then(|| data_dir.root().join("runsc-debug"));
+    config.strace = args.runsc_strace;
     config.disk_spares_dir = Some(data_dir.root().join("disks"));
     let runtime = GvisorRuntime::new(config).await.context(
         "checking runsc (gVisor): install it with `bash scripts/install-runsc.sh` or pass --runsc",

@@ -101,6 +101,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         platform: args.platform,
         runsc: args.runsc.clone(),
         runsc_debug: args.runsc_debug,
+        runsc_strace: false,
     };
     let prepared = agent::prepare(&agent_args).await?;
     let agent_listener = tokio::net::TcpListener::bind(agent_args.listen)

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod conntrack;
+pub mod epoll_tokens;
 pub mod filesystem;
 pub mod http;
 pub mod lifecycle;

@@ -120,7 +120,10 @@ impl Lifecycle {
         if config.port_forward {
             self.ports.start(config.envd_port);
         }
-        tracing::info!(closed, "resumed after snapshot");
+        // Nonzero after a restore that replayed events of deleted epoll interests (see
+        // `epoll_tokens`): evidence that the filter was needed.
+        let stale_epoll_events = crate::epoll_tokens::dropped();
+        tracing::info!(closed, stale_epoll_events, "resumed after snapshot");
         true
     }
 }

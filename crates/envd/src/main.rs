@@ -22,6 +22,83 @@ struct Args {
     port_forward: envd::lifecycle::PortForwardMode,
 }
 
+/// `epoll_ctl` and `epoll_wait` of the whole binary (mio's included) resolve here: `build.rs`
+/// links with `--wrap`, which points the real calls at `__real_*`. See `envd::epoll_tokens`.
+mod epoll_wrap {
+    use std::ffi::c_int;
+
+    unsafe extern "C" {
+        fn __real_epoll_ctl(
+            epfd: c_int,
+            op: c_int,
+            fd: c_int,
+            event: *mut libc::epoll_event,
+        ) -> c_int;
+        fn __real_epoll_wait(
+            epfd: c_int,
+            events: *mut libc::epoll_event,
+            maxevents: c_int,
+            timeout: c_int,
+        ) -> c_int;
+    }
+
+    /// # Safety
+    /// The contract of epoll_ctl(2).
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn __wrap_epoll_ctl(
+        epfd: c_int,
+        op: c_int,
+        fd: c_int,
+        event: *mut libc::epoll_event,
+    ) -> c_int {
+        // Held across the call so that a waiter filtering an event of a just-added source sees
+        // it live.
+        let mut table = envd::epoll_tokens::table();
+        // SAFETY: the caller's arguments, passed on unchanged.
+        let rc = unsafe { __real_epoll_ctl(epfd, op, fd, event) };
+        if rc != 0 {
+            // Unlocking may make syscalls of its own; the caller reads errno next.
+            // SAFETY: errno is thread-local and always addressable.
+            let errno = unsafe { *libc::__errno_location() };
+            drop(table);
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
+            return rc;
+        }
+        {
+            // SAFETY: ADD and MOD succeeded, so `event` was readable.
+            let data = || unsafe { (*event).u64 };
+            match op {
+                libc::EPOLL_CTL_ADD => table.added(fd, data()),
+                libc::EPOLL_CTL_MOD => table.modified(fd, data()),
+                libc::EPOLL_CTL_DEL => table.deleted(fd),
+                _ => {}
+            }
+        }
+        rc
+    }
+
+    /// # Safety
+    /// The contract of epoll_wait(2).
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn __wrap_epoll_wait(
+        epfd: c_int,
+        events: *mut libc::epoll_event,
+        maxevents: c_int,
+        timeout: c_int,
+    ) -> c_int {
+        // SAFETY: the caller's arguments, passed on unchanged.
+        let n = unsafe { __real_epoll_wait(epfd, events, maxevents, timeout) };
+        if n <= 0 {
+            return n;
+        }
+        // SAFETY: the kernel filled `n` entries of the caller's buffer.
+        let ready = unsafe { std::slice::from_raw_parts_mut(events, n as usize) };
+        // At most `n`, so it fits.
+        envd::epoll_tokens::table().retain_live(ready) as c_int
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -41,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    if envd::epoll_tokens::table().is_empty() {
+        // tokio registered its wakeup and the listener by now; an empty table means the linker
+        // did not wrap epoll (stale events after a restore would not be filtered).
+        tracing::warn!("epoll registrations are not tracked: envd was linked without --wrap");
+    }
     // Machine-readable line: tests and the host agent start envd with `--port 0`.
     println!("envd listening on {local}");
     tracing::info!(%local, "envd listening");

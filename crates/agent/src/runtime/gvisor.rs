@@ -108,6 +108,8 @@ pub struct GvisorConfig {
     /// runsc `--debug`, its logs in `<dir>/<capsule id>/` (one file per runsc command and
     /// sandbox process; kept after the capsule is gone). Verbose: for diagnosing only.
     pub debug_log_dir: Option<PathBuf>,
+    /// With `debug_log_dir`: also runsc `--strace`, every syscall of the sandbox in those logs.
+    pub strace: bool,
 }
 
 impl GvisorConfig {
@@ -119,6 +121,7 @@ impl GvisorConfig {
             hide_proc_sys_net: None,
             disk_spares_dir: None,
             debug_log_dir: None,
+            strace: false,
         }
     }
 }
@@ -265,6 +268,9 @@ impl GvisorRuntime {
             debug_log.push("/");
             flags.push(OsString::from("--debug"));
             flags.push(debug_log);
+            if self.config.strace {
+                flags.push(OsString::from("--strace"));
+            }
         }
         flags
     }
