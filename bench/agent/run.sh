@@ -28,6 +28,8 @@ mkdir -p "$data/images"
 fixture="$target/tmp/wrenn-agent-data/images"
 if [ -z "${WRENN_BENCH_IMAGES:-}" ] && [ -f "$fixture/minimal/rootfs/usr/local/bin/envd" ]; then
     WRENN_BENCH_IMAGES=$fixture
+    # The fixture may predate the envd just built: refresh it (cached: only envd is replaced).
+    "$target/release/wrenn" image build minimal --data-dir "$(dirname "$fixture")" --envd-bin "$envd"
 fi
 if [ -n "${WRENN_BENCH_IMAGES:-}" ]; then
     src=$(realpath "$WRENN_BENCH_IMAGES/minimal")

@@ -63,6 +63,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(3);
 const TEMPLATE: &str = "bench-snap";
+/// Pause before each timed exec of either arm (see `exec_arm`).
+const EXEC_SETTLE: Duration = Duration::from_millis(50);
 const MARKER: &str = "/root/.agent-bench-marker";
 /// A create slower than this means the host is saturated: the density phase stops there.
 const DENSITY_CREATE_LIMIT: Duration = Duration::from_secs(15);
@@ -722,23 +724,21 @@ impl Bench {
             let (mut agent_t, mut raw_t) = (Samples::default(), Samples::default());
             let (mut direct_t, mut health_t) = (Samples::default(), Samples::default());
             let mut start_t = Samples::default();
+            // The arms first, alone: the breakdown probes below leave work behind in envd
+            // (connections closing, streams dropped mid-body) that would land on the next
+            // agent Exec and not on the raw sandbox.
             for i in 0..self.warm() + self.args.n {
-                // Breakdown: envd's own Start and a /health round trip, bypassing the agent.
-                let (to_start, direct) = envd_start_true(&process).await?;
-                let t = Instant::now();
-                envd::wait_healthy(envd_addr, HEALTH_TIMEOUT).await?;
-                let health = t.elapsed();
-                if i >= self.warm() {
-                    direct_t.push(direct);
-                    start_t.push(to_start);
-                    health_t.push(health);
-                }
+                // Each arm starts from a quiet machine: a `runsc exec` leaves its sandbox and
+                // the exiting runsc processes busy for a few ms after it returns, which would
+                // otherwise be charged to the agent Exec right after it (and vice versa).
+                tokio::time::sleep(EXEC_SETTLE).await;
                 let t = Instant::now();
                 let code = self
                     .with_agent(async |a| a.exec(&id, "/bin/true", &[]).await)
                     .await?;
                 let agent_took = t.elapsed();
                 anyhow::ensure!(code == 0, "agent exec /bin/true exited {code}");
+                tokio::time::sleep(EXEC_SETTLE).await;
                 let t = Instant::now();
                 self.raw
                     .runsc(
@@ -754,6 +754,18 @@ impl Bench {
                 if i >= self.warm() {
                     agent_t.push(agent_took);
                     raw_t.push(raw_took);
+                }
+            }
+            // Breakdown: envd's own Start and a /health round trip, bypassing the agent.
+            for i in 0..self.warm() + self.args.n {
+                let (to_start, direct) = envd_start_true(&process).await?;
+                let t = Instant::now();
+                envd::wait_healthy(envd_addr, HEALTH_TIMEOUT).await?;
+                let health = t.elapsed();
+                if i >= self.warm() {
+                    direct_t.push(direct);
+                    start_t.push(to_start);
+                    health_t.push(health);
                 }
             }
             Ok::<_, anyhow::Error>((agent_t, raw_t, direct_t, start_t, health_t))

@@ -28,6 +28,8 @@ pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_EXEC_TIMEOUT_SEC: i32 = 86_400;
 /// Starts the end-event error of a process killed at its deadline.
 const TIMED_OUT: &str = "command timed out";
+/// How long to wait for the end of envd's response after the process's end event.
+const DRAIN_AFTER_END: Duration = Duration::from_millis(200);
 /// Unary Exec buffers output; beyond this per stream it is cut (ExecStream has no limit).
 const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
@@ -219,6 +221,13 @@ fn exec_events(
                         s.pid = Some(start.pid);
                     }
                     let is_end = matches!(event.event, Some(Event::End(_)));
+                    if is_end {
+                        // Read the response to its end (envd sends the end-of-stream frame right
+                        // after): a connection dropped mid-body is closed, not pooled, and a new
+                        // one per Exec cost a TCP handshake and an accept inside the sandbox.
+                        let drain = async { while s.events.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(DRAIN_AFTER_END, drain).await;
+                    }
                     if let Some(mapped) = exec_event(event) {
                         s.done = is_end;
                         return Some((Ok(mapped), s));

@@ -71,8 +71,19 @@ fn or_default(value: i32, default: u64, field: &str) -> Result<u64, ConnectError
     }
 }
 
-fn info(capsule: &Capsule, transition: Option<&'static str>) -> SandboxInfo {
+/// `last_active`: the TTL tracker's exact time when it tracks the capsule (the record on disk
+/// moves in 10-s steps, see `Capsules::touch`).
+fn info(
+    capsule: &Capsule,
+    transition: Option<&'static str>,
+    last_active: Option<std::time::SystemTime>,
+) -> SandboxInfo {
     let s = &capsule.state;
+    let last_active_at_unix = last_active
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(s.last_active_at_unix, |d| {
+            (d.as_secs() as i64).max(s.last_active_at_unix)
+        });
     SandboxInfo {
         sandbox_id: capsule.id.to_string(),
         status: transition.unwrap_or(s.status.as_str()).to_owned(),
@@ -86,7 +97,7 @@ fn info(capsule: &Capsule, transition: Option<&'static str>) -> SandboxInfo {
             String::new()
         },
         created_at_unix: s.created_at_unix,
-        last_active_at_unix: s.last_active_at_unix,
+        last_active_at_unix,
         timeout_sec: s.timeout_sec as i32,
         team_id: s.team_id.clone(),
         template_id: s.template_id.clone(),
@@ -275,7 +286,7 @@ impl<R: Runtime> AgentService<R> {
                 .capsules
                 .list()
                 .iter()
-                .map(|c| info(c, self.transition(&c.id)))
+                .map(|c| info(c, self.transition(&c.id), self.ttl.last_active(&c.id)))
                 .collect(),
             auto_paused_sandbox_ids: self
                 .ttl
