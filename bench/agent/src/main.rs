@@ -85,7 +85,7 @@ fn parse_args() -> Result<Args> {
     let mut args = Args {
         wrenn: PathBuf::new(),
         data_dir: PathBuf::new(),
-        n: 20,
+        n: 30,
         warmup: 3,
         density: 100,
         platform_sample: 20,
