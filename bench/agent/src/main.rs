@@ -63,8 +63,6 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(3);
 const TEMPLATE: &str = "bench-snap";
-/// Pause before each timed exec of either arm (see `exec_arm`).
-const EXEC_SETTLE: Duration = Duration::from_millis(50);
 const MARKER: &str = "/root/.agent-bench-marker";
 /// A create slower than this means the host is saturated: the density phase stops there.
 const DENSITY_CREATE_LIMIT: Duration = Duration::from_secs(15);
@@ -728,17 +726,12 @@ impl Bench {
             // (connections closing, streams dropped mid-body) that would land on the next
             // agent Exec and not on the raw sandbox.
             for i in 0..self.warm() + self.args.n {
-                // Each arm starts from a quiet machine: a `runsc exec` leaves its sandbox and
-                // the exiting runsc processes busy for a few ms after it returns, which would
-                // otherwise be charged to the agent Exec right after it (and vice versa).
-                tokio::time::sleep(EXEC_SETTLE).await;
                 let t = Instant::now();
                 let code = self
                     .with_agent(async |a| a.exec(&id, "/bin/true", &[]).await)
                     .await?;
                 let agent_took = t.elapsed();
                 anyhow::ensure!(code == 0, "agent exec /bin/true exited {code}");
-                tokio::time::sleep(EXEC_SETTLE).await;
                 let t = Instant::now();
                 self.raw
                     .runsc(
@@ -1428,7 +1421,12 @@ async fn main() -> Result<()> {
     bench.cleanup(&baseline).await;
     let leftovers = bench.leftovers(&baseline).await;
     if leftovers.is_empty() {
-        let _ = std::fs::remove_dir_all(&work);
+        // AGENT_BENCH_KEEP=1 keeps the work dir (the agents' logs) for diagnosis.
+        if std::env::var_os("AGENT_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        } else {
+            eprintln!("agent-bench: kept {}", work.display());
+        }
     }
 
     let rows = lock(&bench.report.rows);
