@@ -197,7 +197,7 @@ else
     skip e2b "no envd build"
 fi
 # bench/agent's exec target (agent Exec ≤ 0.5× raw `runsc exec`) is not met reliably on this
-# class of machine (0.46–0.62× across runs; see the host-agent issue): its misses are reported in
+# class of machine (0.46–0.69× across runs; see the host-agent issue): its misses are reported in
 # the summary, not fatal, while that issue is open.
 bench_agent_reported() {
     bash bench/agent/run.sh || log "bench-agent: targets missed (reported, not fatal while the host-agent issue is open)"
