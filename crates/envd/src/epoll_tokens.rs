@@ -30,18 +30,14 @@ pub struct LiveTokens {
 }
 
 impl LiveTokens {
-    /// After a successful `EPOLL_CTL_ADD`. A descriptor number already in the table belonged to
-    /// a closed file (the kernel drops interests of closed files without a DEL): replaced.
-    pub fn added(&mut self, fd: RawFd, data: u64) {
+    /// After a successful `EPOLL_CTL_ADD` or `EPOLL_CTL_MOD`. On ADD, a descriptor number
+    /// already in the table belonged to a closed file (the kernel drops interests of closed
+    /// files without a DEL): replaced, like MOD's old data.
+    pub fn set(&mut self, fd: RawFd, data: u64) {
         if let Some(old) = self.by_fd.insert(fd, data) {
             self.release(old);
         }
         *self.counts.entry(data).or_insert(0) += 1;
-    }
-
-    /// After a successful `EPOLL_CTL_MOD`.
-    pub fn modified(&mut self, fd: RawFd, data: u64) {
-        self.added(fd, data);
     }
 
     /// After a successful `EPOLL_CTL_DEL`.
@@ -60,12 +56,7 @@ impl LiveTokens {
         }
     }
 
-    /// Registrations recorded; zero once tokio runs means the binary was linked without the
-    /// wrappers.
-    pub fn len(&self) -> usize {
-        self.by_fd.len()
-    }
-
+    /// True once tokio runs only if the binary was linked without the wrappers.
     pub fn is_empty(&self) -> bool {
         self.by_fd.is_empty()
     }
@@ -125,9 +116,9 @@ mod tests {
     #[test]
     fn events_of_deleted_registrations_are_dropped_and_order_is_kept() {
         let mut t = LiveTokens::default();
-        t.added(7, 0x1000);
-        t.added(8, 0x2000);
-        t.added(9, 0x3000);
+        t.set(7, 0x1000);
+        t.set(8, 0x2000);
+        t.set(9, 0x3000);
         t.deleted(8);
         let mut events = [event(0x3000), event(0x2000), event(0x1000), event(0x9999)];
         let kept = t.retain_live(&mut events);
@@ -137,9 +128,9 @@ mod tests {
     #[test]
     fn a_reused_descriptor_number_replaces_the_closed_files_data() {
         let mut t = LiveTokens::default();
-        t.added(7, 0x1000);
+        t.set(7, 0x1000);
         // fd 7 was closed without a DEL and its number reused.
-        t.added(7, 0x2000);
+        t.set(7, 0x2000);
         assert!(!t.is_live(0x1000));
         assert!(t.is_live(0x2000));
         t.deleted(7);
@@ -149,8 +140,8 @@ mod tests {
     #[test]
     fn shared_small_tokens_stay_live_until_every_registration_is_gone() {
         let mut t = LiveTokens::default();
-        t.added(3, 0);
-        t.added(4, 0);
+        t.set(3, 0);
+        t.set(4, 0);
         t.deleted(3);
         assert!(t.is_live(0));
         t.deleted(4);
@@ -158,10 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn modify_moves_the_descriptor_to_its_new_data() {
+    fn a_new_data_value_replaces_the_old_one() {
         let mut t = LiveTokens::default();
-        t.added(5, 1);
-        t.modified(5, 2);
+        t.set(5, 1);
+        t.set(5, 2);
         assert!(!t.is_live(1));
         assert!(t.is_live(2));
     }

@@ -65,15 +65,11 @@ mod epoll_wrap {
             unsafe { *libc::__errno_location() = errno };
             return rc;
         }
-        {
+        match op {
             // SAFETY: ADD and MOD succeeded, so `event` was readable.
-            let data = || unsafe { (*event).u64 };
-            match op {
-                libc::EPOLL_CTL_ADD => table.added(fd, data()),
-                libc::EPOLL_CTL_MOD => table.modified(fd, data()),
-                libc::EPOLL_CTL_DEL => table.deleted(fd),
-                _ => {}
-            }
+            libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => table.set(fd, unsafe { (*event).u64 }),
+            libc::EPOLL_CTL_DEL => table.deleted(fd),
+            _ => {}
         }
         rc
     }
