@@ -3,7 +3,8 @@
 //! arms alike (arms are interleaved, warm-up rounds dropped).
 //!
 //! Arms (agent = `wrenn agent` over Connect; raw = `runsc` run by this process with the agent's
-//! own bundle: `envd_sandbox_spec` + `GvisorRuntime::write_bundle`/`sandbox_command`):
+//! own bundle: `envd_sandbox_spec` + `GvisorRuntime::write_bundle`/`sandbox_command`, pinned to
+//! CPUs by the runtime's own placement once it runs, as the agent's sandboxes are):
 //! 1. create: `CreateSandbox` round trip (netns, state, runsc run, envd /health, /init) vs
 //!    `runsc run --detach` → first envd `/health` (netns and bundle prepared untimed).
 //! 2. clone: `CreateSandbox` from a snapshot template vs `runsc restore --detach` of the same
@@ -464,6 +465,8 @@ impl Raw {
             let log = std::fs::read_to_string(b.dir.join("console.log")).unwrap_or_default();
             bail!("raw runsc {status}: {log}");
         }
+        // What the agent's runtime does to every sandbox it starts (its CPU placement).
+        self.rt.place_cpus(&b.spec);
         envd::wait_healthy(envd::envd_addr(b.net.capsule_ip()), HEALTH_TIMEOUT).await?;
         Ok(started.elapsed())
     }

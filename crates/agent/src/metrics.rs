@@ -307,7 +307,11 @@ pub enum CgroupLayout {
     /// cgroup v2: one tree at `root`.
     Unified { root: PathBuf },
     /// cgroup v1 (or hybrid): per-controller mount points.
-    Legacy { cpuacct: PathBuf, memory: PathBuf },
+    Legacy {
+        cpuacct: PathBuf,
+        memory: PathBuf,
+        cpuset: Option<PathBuf>,
+    },
 }
 
 impl CgroupLayout {
@@ -323,6 +327,7 @@ impl CgroupLayout {
         let mut unified = None;
         let mut cpuacct = None;
         let mut memory = None;
+        let mut cpuset = None;
         for line in mounts.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let [_, target, fstype, options, ..] = fields[..] else {
@@ -338,6 +343,9 @@ impl CgroupLayout {
                     if opts.contains(&"cpuacct") {
                         cpuacct.get_or_insert(target.clone());
                     }
+                    if opts.contains(&"cpuset") {
+                        cpuset.get_or_insert(target.clone());
+                    }
                     if opts.contains(&"memory") {
                         memory.get_or_insert(target);
                     }
@@ -346,7 +354,11 @@ impl CgroupLayout {
             }
         }
         match (cpuacct, memory, unified) {
-            (Some(cpuacct), Some(memory), _) => Self::Legacy { cpuacct, memory },
+            (Some(cpuacct), Some(memory), _) => Self::Legacy {
+                cpuacct,
+                memory,
+                cpuset,
+            },
             (_, _, Some(root)) => Self::Unified { root },
             _ => Self::Unified {
                 root: PathBuf::from("/sys/fs/cgroup"),
@@ -367,7 +379,9 @@ impl CgroupLayout {
                     procs: dir.join("cgroup.procs"),
                 }
             }
-            Self::Legacy { cpuacct, memory } => {
+            Self::Legacy {
+                cpuacct, memory, ..
+            } => {
                 let mem = memory.join(rel);
                 CgroupPaths {
                     cpu: CpuFile::UsageNanos(cpuacct.join(rel).join("cpuacct.usage")),
@@ -382,6 +396,44 @@ impl CgroupLayout {
     /// Files of a gVisor capsule's cgroup (`/wrenn/<id>`, see `runtime/gvisor.rs`).
     pub fn capsule(&self, id: &CapsuleId) -> CgroupPaths {
         self.paths(&Path::new("/").join(CGROUP_PARENT).join(id.as_str()))
+    }
+
+    /// The cpuset directory holding every capsule's cgroup (`…/wrenn`), if the host has a
+    /// cpuset hierarchy (v1 mounts it on its own; v2 has one tree).
+    pub fn capsules_cpuset(&self) -> Option<CpusetDir> {
+        match self {
+            Self::Unified { root } => Some(CpusetDir {
+                dir: root.join(CGROUP_PARENT),
+                unified: true,
+            }),
+            Self::Legacy { cpuset, .. } => cpuset.as_ref().map(|mount| CpusetDir {
+                dir: mount.join(CGROUP_PARENT),
+                unified: false,
+            }),
+        }
+    }
+}
+
+/// A cpuset cgroup directory; v1 and v2 name the effective CPU list differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpusetDir {
+    pub dir: PathBuf,
+    pub unified: bool,
+}
+
+impl CpusetDir {
+    /// The CPUs granted (writable) in cgroup `name` below this directory.
+    pub fn cpus(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("cpuset.cpus")
+    }
+
+    /// The CPUs this directory's cgroups may use at all.
+    pub fn effective(&self) -> PathBuf {
+        self.dir.join(if self.unified {
+            "cpuset.cpus.effective"
+        } else {
+            "cpuset.effective_cpus"
+        })
     }
 }
 
@@ -937,10 +989,20 @@ mod tests {
         let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
             cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
             cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0\n\
+            cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n\
             cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
             cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
         let layout = CgroupLayout::from_mounts(hybrid);
         let id = CapsuleId::from_u128(9);
+        let cpuset = layout.capsules_cpuset().unwrap();
+        assert_eq!(
+            cpuset.cpus(id.as_str()),
+            PathBuf::from(format!("/sys/fs/cgroup/cpuset/wrenn/{id}/cpuset.cpus"))
+        );
+        assert_eq!(
+            cpuset.effective(),
+            PathBuf::from("/sys/fs/cgroup/cpuset/wrenn/cpuset.effective_cpus")
+        );
         let paths = layout.capsule(&id);
         assert_eq!(
             paths.cpu,
@@ -961,9 +1023,17 @@ mod tests {
             CgroupLayout::Legacy {
                 cpuacct: PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
                 memory: PathBuf::from("/sys/fs/cgroup/memory"),
+                cpuset: None,
             }
         );
         let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(
+            CgroupLayout::from_mounts(unified)
+                .capsules_cpuset()
+                .unwrap()
+                .effective(),
+            PathBuf::from("/sys/fs/cgroup/wrenn/cpuset.cpus.effective")
+        );
         let paths = CgroupLayout::from_mounts(unified).capsule(&id);
         assert_eq!(
             paths.cpu,

@@ -275,6 +275,70 @@ async fn paused_capsule_is_destroyed_without_touching_its_old_slot() {
     assert_all_gone(&data_dir, &capsules).await;
 }
 
+/// The CPUs a capsule's sandbox is confined to (its cgroup's cpuset), or `None` without one.
+fn pinned_cpus(id: &CapsuleId) -> Option<Vec<u32>> {
+    let cpuset = wrenn_agent::metrics::CgroupLayout::detect().capsules_cpuset()?;
+    let text = std::fs::read_to_string(cpuset.cpus(id.as_str())).ok()?;
+    wrenn_agent::runtime::cpu_placement::parse_cpu_list(&text)
+}
+
+#[tokio::test]
+async fn capsules_are_pinned_to_their_own_cpus_across_pause_and_resume() {
+    let Some(data_dir) = fixture().await else {
+        return;
+    };
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if host_cpus < 2 {
+        eprintln!("skipping: one CPU, nothing to place");
+        return;
+    }
+    let _lock = serial().await;
+    clean_template(&data_dir);
+    let capsules = setup(&data_dir, MAX_SLOTS).await;
+    let a = capsules.create(request(true)).await.expect("create a");
+    let b = capsules.create(request(true)).await.expect("create b");
+    let (Some(on_a), Some(on_b)) = (pinned_cpus(&a.id), pinned_cpus(&b.id)) else {
+        eprintln!("skipping: no cpuset cgroup hierarchy on this host");
+        capsules.destroy(&a.id).await.unwrap();
+        capsules.destroy(&b.id).await.unwrap();
+        return;
+    };
+    assert_eq!(on_a.len(), 1, "a 1-vCPU capsule gets one CPU: {on_a:?}");
+    assert_eq!(on_b.len(), 1, "{on_b:?}");
+    assert_ne!(on_a, on_b, "two capsules share a CPU while another is free");
+    // Pinned after boot: the sandbox is still sized by its quota (runsc: at least 2 CPUs).
+    assert_eq!(exec(&a, "nproc").await.trim(), "2");
+
+    exec(&a, &format!("{COUNTER} echo ok")).await;
+    let before = count_above(&a, 1).await;
+    capsules.pause(&a.id).await.expect("pause");
+    assert_eq!(pinned_cpus(&a.id), None, "a paused capsule holds no CPU");
+    let a = capsules
+        .resume(&a.id, ResumeOptions::default())
+        .await
+        .expect("resume");
+    let resumed_on = pinned_cpus(&a.id).expect("pinned again after resume");
+    assert_eq!(resumed_on.len(), 1);
+    assert_ne!(resumed_on, on_b, "resume picks the CPU b does not use");
+    assert!(count_above(&a, before).await > before);
+
+    // A capsule with as many vCPUs as the host has CPUs keeps them all.
+    let mut wide = request(true);
+    wide.vcpus = (host_cpus as u32).min(wrenn_agent::capsule::MAX_VCPUS);
+    let wide = capsules.create(wide).await.expect("create wide");
+    if host_cpus as u32 <= wrenn_agent::capsule::MAX_VCPUS {
+        assert_eq!(
+            pinned_cpus(&wide.id).map(|c| c.len()),
+            Some(host_cpus),
+            "a whole-host capsule is not pinned"
+        );
+    }
+    for id in [&a.id, &b.id, &wide.id] {
+        capsules.destroy(id).await.unwrap();
+    }
+    assert_all_gone(&data_dir, &capsules).await;
+}
+
 #[tokio::test]
 async fn resume_takes_another_slot_when_its_own_is_taken() {
     let Some(data_dir) = fixture().await else {

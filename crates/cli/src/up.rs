@@ -65,6 +65,9 @@ pub struct UpArgs {
     /// Keep runsc's debug logs in `<data dir>/runsc-debug/` (see `wrenn agent --help`).
     #[arg(long, env = "WRENN_RUNSC_DEBUG", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     runsc_debug: bool,
+    /// Pin each capsule to its own host CPUs (see `wrenn agent --help`).
+    #[arg(long, env = "WRENN_CPU_PINNING", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    cpu_pinning: bool,
 }
 
 fn config(
@@ -102,6 +105,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         runsc: args.runsc.clone(),
         runsc_debug: args.runsc_debug,
         runsc_strace: false,
+        cpu_pinning: args.cpu_pinning,
     };
     let prepared = agent::prepare(&agent_args).await?;
     let agent_listener = tokio::net::TcpListener::bind(agent_args.listen)

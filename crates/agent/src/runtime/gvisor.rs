@@ -27,6 +27,7 @@
 //!   netns ("cannot run with network enabled in root network namespace"). The workaround runs
 //!   runsc in a private mount namespace with an empty tmpfs over `/proc/sys/net`.
 
+use super::cpu_placement::CpuPlacement;
 use super::{Limits, Runtime, RuntimeError, SandboxInfo, SandboxSpec, SandboxStatus};
 use crate::command::{self, CommandError};
 use crate::disk;
@@ -110,6 +111,8 @@ pub struct GvisorConfig {
     pub debug_log_dir: Option<PathBuf>,
     /// With `debug_log_dir`: also runsc `--strace`, every syscall of the sandbox in those logs.
     pub strace: bool,
+    /// Pin each sandbox to its own host CPUs once it runs ([`super::cpu_placement`]).
+    pub cpu_pinning: bool,
 }
 
 impl GvisorConfig {
@@ -122,6 +125,7 @@ impl GvisorConfig {
             disk_spares_dir: None,
             debug_log_dir: None,
             strace: false,
+            cpu_pinning: true,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct GvisorRuntime {
     version: RunscVersion,
     hide_proc_sys_net: bool,
     spares: Option<std::sync::Arc<disk::Spares>>,
+    /// `None` when pinning is off or the host has no cpuset cgroups.
+    placement: Option<CpuPlacement>,
 }
 
 /// Formatted disks kept ready: enough for a small burst of creates while one more is formatted.
@@ -208,6 +214,7 @@ impl GvisorRuntime {
             version = %version.raw,
             platform = config.platform.as_str(),
             hide_proc_sys_net,
+            cpu_pinning = config.cpu_pinning,
             "gVisor runtime ready"
         );
         let spares = config
@@ -215,11 +222,21 @@ impl GvisorRuntime {
             .clone()
             .map(|dir| disk::Spares::open(dir, crate::capsule::DEFAULT_DISK_MB, DISK_SPARES))
             .transpose()?;
+        let placement = if config.cpu_pinning {
+            let placement = CpuPlacement::detect();
+            if placement.is_none() {
+                tracing::warn!("no cpuset cgroup hierarchy: capsules are not pinned to CPUs");
+            }
+            placement
+        } else {
+            None
+        };
         Ok(Self {
             config,
             version,
             hide_proc_sys_net,
             spares,
+            placement,
         })
     }
 
@@ -347,7 +364,10 @@ impl GvisorRuntime {
         })?;
         let status = tokio::time::timeout(START_TIMEOUT, command::wait(&mut child)).await;
         let failure = match status {
-            Ok(Ok(status)) if status.success() => return Ok(()),
+            Ok(Ok(status)) if status.success() => {
+                self.place_cpus(spec);
+                return Ok(());
+            }
             Ok(Ok(status)) => format!("runsc exited with {status}"),
             Ok(Err(e)) => format!("waiting for runsc: {e}"),
             Err(_) => format!("runsc did not finish within {START_TIMEOUT:?}"),
@@ -359,6 +379,19 @@ impl GvisorRuntime {
             Some(_) => RuntimeError::RestoreFailed { id, reason },
             None => RuntimeError::StartFailed { id, reason },
         })
+    }
+
+    /// Pins a running sandbox to its own CPUs ([`super::cpu_placement`]). A failure only costs speed,
+    /// so it is logged, not returned.
+    pub fn place_cpus(&self, spec: &SandboxSpec) {
+        let Some(placement) = &self.placement else {
+            return;
+        };
+        match placement.place(&spec.id, spec.limits.vcpus) {
+            Ok(Some(cpus)) => tracing::debug!(id = %spec.id, ?cpus, "sandbox pinned"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(id = %spec.id, error = %e, "pinning the sandbox to CPUs"),
+        }
     }
 
     /// Runs `runsc checkpoint`; the sandbox is left stopped (success) or dead (failure).
@@ -1029,6 +1062,7 @@ mod tests {
             version: parse_runsc_version("runsc version 0.0~20240729.0").unwrap(),
             hide_proc_sys_net: true,
             spares: None,
+            placement: None,
         };
         let flags: Vec<String> = runtime
             .sandbox_flags(&sample_spec())

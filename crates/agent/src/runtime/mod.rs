@@ -15,6 +15,7 @@
 //! The trait uses `impl Future` returns rather than `dyn`: the agent is generic over its runtime
 //! (one per host, chosen at startup), which keeps the futures `Send` without boxing.
 
+pub mod cpu_placement;
 pub mod gvisor;
 
 use crate::command::CommandError;
