@@ -9,7 +9,8 @@
 //!    `runsc run --detach` → first envd `/health` (netns and bundle prepared untimed).
 //! 2. clone: `CreateSandbox` from a snapshot template vs `runsc restore --detach` of the same
 //!    template image → `/health`.
-//! 3. exec: `Exec /bin/true` vs `runsc exec <id> /bin/true` (on a throwaway raw sandbox).
+//! 3. exec: `Exec /bin/true` vs `runsc exec <id> /bin/true` (on a throwaway raw sandbox; 4×`-n`
+//!    rounds, cheap and the noisiest p50).
 //! 4. pause+resume: `PauseSandbox`+`ResumeSandbox` vs `runsc checkpoint` + `runsc delete
 //!    --force` (both arms leave no container behind) + `runsc restore --detach` → `/health`.
 //!    The raw arm re-creates its netns untimed between the two (runsc strips the address).
@@ -68,6 +69,9 @@ const MARKER: &str = "/root/.agent-bench-marker";
 /// A create slower than this means the host is saturated: the density phase stops there.
 const DENSITY_CREATE_LIMIT: Duration = Duration::from_secs(15);
 const DD_ARGS: [&str; 4] = ["if=/dev/zero", "of=/dev/null", "bs=1", "count=20000"];
+/// The exec arm takes this many times `-n` samples per arm: a round costs ~40 ms, and its
+/// p50 otherwise moves by ±0.05× between runs on a noisy 2-core host.
+const EXEC_SAMPLES_FACTOR: usize = 4;
 
 struct Args {
     wrenn: PathBuf,
@@ -728,7 +732,7 @@ impl Bench {
             // The arms first, alone: the breakdown probes below leave work behind in envd
             // (connections closing, streams dropped mid-body) that would land on the next
             // agent Exec and not on the raw sandbox.
-            for i in 0..self.warm() + self.args.n {
+            for i in 0..self.warm() + self.args.n * EXEC_SAMPLES_FACTOR {
                 let t = Instant::now();
                 let code = self
                     .with_agent(async |a| a.exec(&id, "/bin/true", &[]).await)
