@@ -2,7 +2,10 @@
 //!
 //! Choices (measured on the 2024-07-29 build, Debian 13's package):
 //! - `--platform=systrap` by default: syscall-heavy code ~2.5× the host versus ~25× for ptrace,
-//!   at an idle CPU cost; configurable per host ([`Platform`]).
+//!   at an idle CPU cost; configurable per host ([`Platform`]). With capsules pinned to CPUs
+//!   (`super::cpu_placement`) ptrace's tracer/tracee switches stay on one CPU and it closes most
+//!   of that gap on a 2-vCPU VM (agent-bench `dd bs=1`: ptrace 0.64–0.70 s, systrap 0.52–1.36
+//!   s; short commands alike) at a tenth of the idle CPU: a reasonable choice for small hosts.
 //! - `--network=sandbox` inside the capsule's netns: runsc adopts the veth and its address/routes.
 //! - `--overlay2=root:dir=<capsule>/overlay`: the root mount is the template directory with
 //!   gVisor's own overlay on top. The upper layer lives in an (unlinked) filestore file in the
