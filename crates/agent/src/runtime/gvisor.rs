@@ -393,7 +393,16 @@ impl GvisorRuntime {
         match placement.place(&spec.id, spec.limits.vcpus) {
             Ok(Some(cpus)) => tracing::debug!(id = %spec.id, ?cpus, "sandbox pinned"),
             Ok(None) => {}
-            Err(e) => tracing::warn!(id = %spec.id, error = %e, "pinning the sandbox to CPUs"),
+            // Once at warn level: a host that refuses it (read-only cgroupfs in a container)
+            // refuses it for every capsule.
+            Err(e)
+                if !placement
+                    .warned
+                    .swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                tracing::warn!(id = %spec.id, error = %e, "pinning the sandbox to CPUs failed; capsules run unpinned (--cpu-pinning false silences this)")
+            }
+            Err(e) => tracing::debug!(id = %spec.id, error = %e, "pinning the sandbox to CPUs"),
         }
     }
 
