@@ -23,15 +23,12 @@ use crate::metrics::{CgroupLayout, CpusetDir};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
 
 pub struct CpuPlacement {
     cpuset: CpusetDir,
     /// Held from reading the other capsules' CPUs to writing ours, so two boots at once do not
     /// pick the same least-used CPU.
     choosing: Mutex<()>,
-    /// Whether a failure was logged at warn level already (the runtime logs the first only).
-    pub warned: AtomicBool,
 }
 
 impl CpuPlacement {
@@ -41,7 +38,6 @@ impl CpuPlacement {
         Some(Self {
             cpuset,
             choosing: Mutex::new(()),
-            warned: AtomicBool::new(false),
         })
     }
 
@@ -206,7 +202,6 @@ mod tests {
                 unified: false,
             },
             choosing: Mutex::new(()),
-            warned: AtomicBool::new(false),
         };
         assert_eq!(placement.place(&ids[0], 1).unwrap(), Some(vec![0]));
         assert_eq!(placement.place(&ids[1], 1).unwrap(), Some(vec![1]));

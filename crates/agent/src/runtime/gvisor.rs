@@ -46,6 +46,7 @@ use std::ffi::{CString, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::process::Command;
 
@@ -179,6 +180,9 @@ pub struct GvisorRuntime {
     spares: Option<std::sync::Arc<disk::Spares>>,
     /// `None` when pinning is off or the host has no cpuset cgroups.
     placement: Option<CpuPlacement>,
+    /// A pinning failure was logged at warn level already: a host that refuses it (read-only
+    /// cgroupfs in a container) refuses it for every capsule.
+    pin_failure_logged: AtomicBool,
 }
 
 /// Formatted disks kept ready: enough for a small burst of creates while one more is formatted.
@@ -240,6 +244,7 @@ impl GvisorRuntime {
             hide_proc_sys_net,
             spares,
             placement,
+            pin_failure_logged: AtomicBool::new(false),
         })
     }
 
@@ -384,8 +389,8 @@ impl GvisorRuntime {
         })
     }
 
-    /// Pins a running sandbox to its own CPUs ([`super::cpu_placement`]). A failure only costs speed,
-    /// so it is logged, not returned.
+    /// Pins a running sandbox to its own CPUs ([`super::cpu_placement`]). A failure only costs
+    /// speed, so it is logged, not returned.
     pub fn place_cpus(&self, spec: &SandboxSpec) {
         let Some(placement) = &self.placement else {
             return;
@@ -393,13 +398,7 @@ impl GvisorRuntime {
         match placement.place(&spec.id, spec.limits.vcpus) {
             Ok(Some(cpus)) => tracing::debug!(id = %spec.id, ?cpus, "sandbox pinned"),
             Ok(None) => {}
-            // Once at warn level: a host that refuses it (read-only cgroupfs in a container)
-            // refuses it for every capsule.
-            Err(e)
-                if !placement
-                    .warned
-                    .swap(true, std::sync::atomic::Ordering::Relaxed) =>
-            {
+            Err(e) if !self.pin_failure_logged.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(id = %spec.id, error = %e, "pinning the sandbox to CPUs failed; capsules run unpinned (--cpu-pinning false silences this)")
             }
             Err(e) => tracing::debug!(id = %spec.id, error = %e, "pinning the sandbox to CPUs"),
@@ -1075,6 +1074,7 @@ mod tests {
             hide_proc_sys_net: true,
             spares: None,
             placement: None,
+            pin_failure_logged: AtomicBool::new(false),
         };
         let flags: Vec<String> = runtime
             .sandbox_flags(&sample_spec())
